@@ -1,0 +1,1 @@
+"""Feature-space augmenters: one interface, ``augment(x, y, head) -> (x, y)``."""

@@ -1,0 +1,34 @@
+"""The frozen feature extractor interface."""
+
+from __future__ import annotations
+
+from abc import abstractmethod
+from typing import Any, Callable
+
+import torch
+from torch import nn
+
+
+class Backbone(nn.Module):
+    """Maps a batch of preprocessed images to pooled feature vectors (B x ``feature_dim``).
+
+    ``transform`` turns one PIL image into the tensor ``forward`` expects; ``identity`` names
+    everything that changes the features (weights and preprocessing), for the feature cache.
+    """
+
+    name: str
+    feature_dim: int
+    transform: Callable[[Any], torch.Tensor]
+
+    @abstractmethod
+    def identity(self) -> dict[str, Any]: ...
+
+    def freeze(self) -> "Backbone":
+        """Eval mode and no gradients: features never depend on batch statistics."""
+        self.eval()
+        self.requires_grad_(False)
+        return self
+
+    def train(self, mode: bool = True) -> "Backbone":
+        # A frozen backbone stays in eval mode so BatchNorm running stats never move.
+        return super().train(False)

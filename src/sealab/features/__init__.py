@@ -1,0 +1,1 @@
+"""Frozen-backbone feature extraction and the keyed on-disk cache."""

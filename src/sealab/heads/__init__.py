@@ -1,0 +1,1 @@
+"""Classifier heads on normalised features: the SGD-trained linear head and closed-form baselines."""

@@ -1,0 +1,1 @@
+"""LightningModules: the linear probe on fixed features."""

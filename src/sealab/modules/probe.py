@@ -1,0 +1,88 @@
+"""The linear probe: one LightningModule for every feature augmenter, and its ``method``."""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import lightning as L
+import torch
+from torch import nn
+
+from sealab.augment.base import FeatureAugmenter
+from sealab.data.datamodule import FeatureDataModule
+from sealab.heads.linear import LinearHead
+from sealab.methods import Features, FitContext, Method
+
+
+class LinearProbeModule(L.LightningModule):
+    """Trains ``head`` on (optionally augmented) fixed features; evaluates ``argmax W x``."""
+
+    def __init__(self, head: LinearHead, augmenter: FeatureAugmenter | None,
+                 optimizer: Callable[..., torch.optim.Optimizer],
+                 scheduler: Callable[..., torch.optim.lr_scheduler.LRScheduler] | None = None):
+        super().__init__()
+        self.head, self.augmenter = head, augmenter
+        self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(x)
+
+    def training_step(self, batch: Features, batch_idx: int) -> torch.Tensor:
+        x, y = batch
+        if self.augmenter is None:
+            loss = self.head.loss(self.head(x), y)
+        else:
+            with torch.no_grad():
+                x, y = self.augmenter.augment(x, y, self.head)
+            loss = self.augmenter.loss(x, y, self.head)
+        self.log("train/loss", loss, on_step=False, on_epoch=True, batch_size=len(x))
+        return loss
+
+    def on_train_epoch_start(self) -> None:
+        if self.augmenter is not None:
+            self.augmenter.on_train_epoch_start(self.current_epoch, self.trainer.max_epochs)
+
+    def on_train_epoch_end(self) -> None:
+        if not torch.isfinite(self.head.weight).all():
+            raise FloatingPointError(
+                f"classifier weights became NaN/Inf in epoch {self.current_epoch}. With SeA "
+                "mode=faithful this is the reference code's failure on a last batch of one "
+                "example (n = k*batch_size + 1): use mode=clean or method.drop_last=true; "
+                "otherwise lower the learning rate."
+            )
+
+    def validation_step(self, batch: Features, batch_idx: int) -> None:
+        x, y = batch
+        scores = self.head(x)
+        self.log("val/loss", self.head.loss(scores, y), batch_size=len(x))
+        if not self.head.multilabel:
+            self.log("val/top1", (scores.argmax(1) == y).float().mean(), batch_size=len(x))
+
+    def configure_optimizers(self):
+        optimizer = self.optimizer_factory(self.head.parameters())
+        if self.scheduler_factory is None:
+            return optimizer
+        return {"optimizer": optimizer, "lr_scheduler": self.scheduler_factory(optimizer)}
+
+
+class LinearProbe(Method):
+    """``method=linear`` and every feature augmenter: SGD on a bias-free linear head."""
+
+    def __init__(self, name: str, head: Callable[..., LinearHead],
+                 optimizer: Callable[..., torch.optim.Optimizer],
+                 augmenter: FeatureAugmenter | None = None, scheduler=None, epochs: int = 100,
+                 batch_size: int = 256, drop_last: bool = False):
+        super().__init__(name)
+        self.head_factory, self.optimizer, self.scheduler = head, optimizer, scheduler
+        self.augmenter, self.epochs = augmenter, epochs
+        self.batch_size, self.drop_last = batch_size, drop_last
+
+    def fit(self, train: Features, val: Features | None, ctx: FitContext) -> nn.Module:
+        head = self.head_factory(in_features=train[0].shape[1], num_classes=ctx.num_classes,
+                                 multilabel=ctx.multilabel)
+        module = LinearProbeModule(head, self.augmenter, self.optimizer, self.scheduler)
+        data = FeatureDataModule(train, val, batch_size=self.batch_size,
+                                 drop_last=self.drop_last, seed=ctx.seed)
+        trainer = ctx.make_trainer(max_epochs=self.epochs, limit_val_batches=1.0 if val else 0)
+        trainer.fit(module, datamodule=data)
+        return head.cpu().eval()

@@ -1,0 +1,1 @@
+"""Multirun results: collect every run's metrics.json into one table."""

@@ -1,0 +1,82 @@
+"""Collect the metrics.json files of a sweep into one table (CSV + Markdown).
+
+``sealab-summary multirun/2026-11-25/12-00-00-000000`` (or any folder above run dirs).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import pandas as pd
+
+from sealab.features.cache import atomic_write_bytes
+
+KEYS = ["dataset", "backbone", "method", "seed"]
+
+
+def collect(root: str | Path) -> pd.DataFrame:
+    """One row per run: its identifying keys, every metric, timings and primary metric."""
+    rows = []
+    for path in sorted(Path(root).rglob("metrics.json")):
+        record = json.loads(path.read_text())
+        row = {k: record[k] for k in KEYS}
+        row.update(record["metrics"])
+        row.update(primary_metric=record["primary_metric"],
+                   primary=record["metrics"].get(record["primary_metric"]),
+                   fit_seconds=record["fit_seconds"], run_dir=str(path.parent))
+        rows.append(row)
+    if not rows:
+        raise FileNotFoundError(f"no metrics.json below {root}: is this a sealab run or sweep folder?")
+    return pd.DataFrame(rows)
+
+
+def results_table(runs: pd.DataFrame) -> pd.DataFrame:
+    """Rows: methods. Columns: dataset/backbone. Cells: primary test metric in %, mean +- std over seeds."""
+    grouped = runs.groupby(["method", "dataset", "backbone"])["primary"]
+    stats = grouped.agg(["mean", "std", "count"]).reset_index()
+
+    def cell(row: pd.Series) -> str:
+        text = f"{100 * row['mean']:.2f}"
+        if row["count"] > 1:
+            text += f" ± {100 * row['std']:.2f}"
+        return text
+
+    stats["cell"] = stats.apply(cell, axis=1)
+    stats["column"] = stats["dataset"] + "/" + stats["backbone"]
+    table = stats.pivot(index="method", columns="column", values="cell")
+    table.columns.name = None
+    return table
+
+
+def to_markdown(table: pd.DataFrame) -> str:
+    header = ["method", *table.columns]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for method, row in table.iterrows():
+        lines.append("| " + " | ".join([str(method), *(str(v) if pd.notna(v) else "" for v in row)]) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def summarize(root: str | Path) -> tuple[pd.DataFrame, str]:
+    """Write ``runs.csv`` and ``summary.md`` into ``root``; return the table and its Markdown."""
+    root = Path(root)
+    runs = collect(root)
+    table = results_table(runs)
+    markdown = to_markdown(table)
+    atomic_write_bytes(root / "runs.csv", lambda p: runs.to_csv(p, index=False))
+    atomic_write_bytes(root / "summary.md", lambda p: p.write_text(markdown))
+    return table, markdown
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("root", help="sweep folder (or any folder above sealab run dirs)")
+    args = parser.parse_args(argv)
+    _, markdown = summarize(args.root)
+    print(markdown, end="")
+    print(f"(primary test metric in %; rows written to {Path(args.root) / 'runs.csv'})")
+
+
+if __name__ == "__main__":
+    main()
