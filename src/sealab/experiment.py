@@ -26,6 +26,11 @@ log = logging.getLogger(__name__)
 FIT_ON = ("train", "trainval")
 
 
+def _task_overrides() -> list[str]:
+    """The command-line overrides of this job (a sweep job's own values included)."""
+    return list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []
+
+
 def _choice(group: str, cfg: DictConfig) -> str:
     """The config-group option picked for this run (e.g. ``sea`` for method)."""
     if HydraConfig.initialized():
@@ -96,6 +101,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         "backbone": getattr(dataset, "backbone", None) if precomputed else _choice("backbone", cfg),
         "method": method.name,
         "seed": cfg.seed,
+        "overrides": _task_overrides(),
         "norm": cfg.norm,
         "fit_on": cfg.fit_on,
         "metrics": metrics,

@@ -11,23 +11,25 @@ from sealab.backbones.base import Backbone
 
 
 class RandomReLUFeatures(Backbone):
-    """``relu(W vec(image) + b)`` with Gaussian ``W`` (variance 1/input_dim) and ``b``,
-    drawn once from ``seed`` (the classical random-features extractor). Images are taken
-    grey-scale at ``input_size`` x ``input_size`` with pixel values in [0, 1]."""
+    """``relu(W vec(image) + b)`` with Gaussian ``W`` (variance 1/input_dim) and ``b``
+    (std ``bias_std``), drawn once from ``seed``: the classical random-features extractor.
+    Images are taken grey-scale at ``input_size`` x ``input_size``, pixels scaled to [-1, 1]."""
 
-    def __init__(self, feature_dim: int = 2048, input_size: int = 8, seed: int = 0,
-                 name: str = "random_features"):
+    def __init__(self, feature_dim: int = 2048, input_size: int = 8, bias_std: float = 0.5,
+                 seed: int = 0, name: str = "random_features"):
         super().__init__()
         self.name, self.feature_dim, self.input_size, self.seed = name, feature_dim, input_size, seed
+        self.bias_std = bias_std
         in_dim = input_size * input_size
         gen = torch.Generator().manual_seed(seed)
         self.register_buffer("weight", torch.randn(feature_dim, in_dim, generator=gen) / in_dim**0.5)
-        self.register_buffer("bias", torch.randn(feature_dim, generator=gen))
+        self.register_buffer("bias", bias_std * torch.randn(feature_dim, generator=gen))
         self.transform = v2.Compose([
             v2.PILToTensor(),
             v2.Grayscale(),
             v2.Resize((input_size, input_size), antialias=True),
             v2.ToDtype(torch.float32, scale=True),
+            v2.Normalize(mean=[0.5], std=[0.5]),
         ])
         self.freeze()
 
@@ -36,4 +38,4 @@ class RandomReLUFeatures(Backbone):
 
     def identity(self) -> dict[str, Any]:
         return {"backbone": self.name, "kind": "random_relu", "feature_dim": self.feature_dim,
-                "input_size": self.input_size, "seed": self.seed}
+                "input_size": self.input_size, "bias_std": self.bias_std, "seed": self.seed}

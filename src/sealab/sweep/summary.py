@@ -14,6 +14,14 @@ import pandas as pd
 from sealab.features.cache import atomic_write_bytes
 
 KEYS = ["dataset", "backbone", "method", "seed"]
+# Overrides that name a table cell already, or do not change results.
+NOT_A_VARIANT = ("dataset=", "backbone=", "method=", "seed=", "trainer.enable_progress_bar=",
+                 "logger=", "paths.", "hydra.", "extract.")
+
+
+def variant(overrides: list[str]) -> str:
+    """What else the run changed (e.g. ``method.augmenter.eta=0.3``): part of its row label."""
+    return ", ".join(o for o in overrides if not o.lstrip("+~").startswith(NOT_A_VARIANT))
 
 
 def collect(root: str | Path) -> pd.DataFrame:
@@ -22,6 +30,8 @@ def collect(root: str | Path) -> pd.DataFrame:
     for path in sorted(Path(root).rglob("metrics.json")):
         record = json.loads(path.read_text())
         row = {k: record[k] for k in KEYS}
+        extra = variant(record.get("overrides", []))
+        row["row"] = f"{record['method']} ({extra})" if extra else record["method"]
         row.update(record["metrics"])
         row.update(primary_metric=record["primary_metric"],
                    primary=record["metrics"].get(record["primary_metric"]),
@@ -34,7 +44,7 @@ def collect(root: str | Path) -> pd.DataFrame:
 
 def results_table(runs: pd.DataFrame) -> pd.DataFrame:
     """Rows: methods. Columns: dataset/backbone. Cells: primary test metric in %, mean +- std over seeds."""
-    grouped = runs.groupby(["method", "dataset", "backbone"])["primary"]
+    grouped = runs.groupby(["row", "dataset", "backbone"])["primary"]
     stats = grouped.agg(["mean", "std", "count"]).reset_index()
 
     def cell(row: pd.Series) -> str:
@@ -45,7 +55,8 @@ def results_table(runs: pd.DataFrame) -> pd.DataFrame:
 
     stats["cell"] = stats.apply(cell, axis=1)
     stats["column"] = stats["dataset"] + "/" + stats["backbone"]
-    table = stats.pivot(index="method", columns="column", values="cell")
+    table = stats.pivot(index="row", columns="column", values="cell")
+    table.index.name = "method"
     table.columns.name = None
     return table
 
