@@ -1,0 +1,100 @@
+"""Every file under conf/ composes, and everything it describes instantiates."""
+
+from pathlib import Path
+
+import pytest
+import torch
+from helpers import CONF_DIR, compose_train
+from hydra.utils import instantiate
+from omegaconf import OmegaConf
+
+from sealab.methods import Method
+
+GROUP_FILES = sorted(p for p in CONF_DIR.glob("*/*.yaml"))
+# Built by their own tests, which fabricate the data they need on disk.
+NEEDS_DATA_ON_DISK = {"features"}
+
+
+def group_and_option(path: Path) -> tuple[str, str]:
+    return path.parent.name, path.stem
+
+
+def overrides_for(group: str, option: str) -> list[str]:
+    if group == "hydra":  # the hydra group is composed as part of every config
+        return []
+    return [f"{group}={option}"]
+
+
+@pytest.mark.parametrize("path", GROUP_FILES, ids=lambda p: f"{p.parent.name}/{p.stem}")
+def test_config_composes_and_resolves(path, tmp_path):
+    group, option = group_and_option(path)
+    cfg = compose_train(overrides_for(group, option), output_dir=tmp_path)
+    container = OmegaConf.to_container(cfg, resolve=False)
+    assert {"dataset", "backbone", "method", "trainer", "paths"} <= container.keys()
+    # Everything except values the user must supply resolves.
+    OmegaConf.resolve(OmegaConf.masked_copy(cfg, [k for k in cfg if k not in ("dataset", "hydra")]))
+
+
+@pytest.mark.parametrize("path", sorted(CONF_DIR.glob("method/*.yaml")), ids=lambda p: p.stem)
+def test_method_instantiates_with_its_own_name(path, tmp_path):
+    cfg = compose_train([f"method={path.stem}"], output_dir=tmp_path)
+    method = instantiate(cfg.method)
+    assert isinstance(method, Method) and method.name == path.stem
+
+
+@pytest.mark.parametrize("path", sorted(CONF_DIR.glob("backbone/*.yaml")), ids=lambda p: p.stem)
+def test_backbone_instantiates_offline(path, tmp_path):
+    # Pretrained weights come from a hub: build the same architecture with random weights.
+    cfg = compose_train([f"backbone={path.stem}", "backbone.pretrained=false"]
+                        if "pretrained" in OmegaConf.load(path) else [f"backbone={path.stem}"], tmp_path)
+    backbone = instantiate(cfg.backbone)
+    from PIL import Image
+
+    image = Image.new("RGB", (40, 30), color=(120, 30, 200))
+    with torch.no_grad():
+        out = backbone(backbone.transform(image).unsqueeze(0))
+    assert out.shape == (1, backbone.feature_dim)
+
+
+@pytest.mark.parametrize("path", sorted(CONF_DIR.glob("trainer/*.yaml")), ids=lambda p: p.stem)
+def test_trainer_instantiates(path, tmp_path):
+    if path.stem == "gpu" and not torch.cuda.is_available():
+        pytest.skip("no GPU on this machine")
+    cfg = compose_train([f"trainer={path.stem}"], output_dir=tmp_path)
+    trainer = instantiate(cfg.trainer, logger=False, max_epochs=1)
+    assert trainer.max_epochs == 1
+
+
+@pytest.mark.parametrize("path", sorted(CONF_DIR.glob("logger/*.yaml")), ids=lambda p: p.stem)
+def test_logger_instantiates_offline(path, tmp_path):
+    cfg = compose_train([f"logger={path.stem}"], output_dir=tmp_path)
+    logger = instantiate(cfg.logger)
+    assert logger.save_dir is not None
+    if path.stem == "wandb":
+        assert cfg.logger.offline is True
+
+
+def test_hydra_callbacks_instantiate(tmp_path):
+    cfg = compose_train([], output_dir=tmp_path)
+    for callback in cfg.hydra.callbacks.values():
+        assert instantiate(callback) is not None
+
+
+@pytest.mark.parametrize("path", sorted(CONF_DIR.glob("dataset/*.yaml")), ids=lambda p: p.stem)
+def test_dataset_config_declares_a_target(path):
+    assert "_target_" in OmegaConf.load(path)
+
+
+def test_digits_dataset_instantiates(tmp_path):
+    dataset = instantiate(compose_train(["dataset=digits"], tmp_path).dataset)
+    sizes = {s: len(dataset.split(s)) for s in ("train", "val", "test")}
+    assert sizes == {"train": 819, "val": 205, "test": 773}
+    indices = [set(dataset.indices[s].tolist()) for s in ("train", "val", "test")]
+    assert not (indices[0] & indices[1] or indices[0] & indices[2] or indices[1] & indices[2])
+
+
+def test_unknown_choice_lists_the_options(tmp_path):
+    from hydra.errors import MissingConfigException
+
+    with pytest.raises(MissingConfigException, match="linear"):
+        compose_train(["method=does_not_exist"], tmp_path)
