@@ -39,7 +39,7 @@ def state_snapshot(module):
     return {k: v.clone() for k, v in module.state_dict().items()}
 
 
-def test_extraction_and_probe_leave_backbone_and_batchnorm_untouched(tmp_path):
+def test_extraction_leaves_backbone_weights_and_batchnorm_untouched(tmp_path):
     backbone = tiny_timm()
     backbone.train()  # a frozen backbone refuses train mode
     assert not backbone.training and not any(m.training for m in backbone.modules())

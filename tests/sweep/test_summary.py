@@ -1,0 +1,40 @@
+"""The sweep summary: one row per method variant, mean +- std over seeds."""
+
+import json
+
+import pytest
+
+from sealab.sweep.summary import collect, results_table, summarize, variant
+
+
+def write_run(root, name, dataset, method, seed, value, overrides=()):
+    run = root / name
+    run.mkdir(parents=True)
+    (run / "metrics.json").write_text(json.dumps({
+        "dataset": dataset, "backbone": "bb", "method": method, "seed": seed,
+        "metrics": {"test/top1": value, "val/top1": value - 0.01}, "primary_metric": "test/top1",
+        "fit_seconds": 1.0, "overrides": [f"method={method}", f"seed={seed}", *overrides]}))
+
+
+def test_table_aggregates_seeds_and_keeps_variants_apart(tmp_path):
+    write_run(tmp_path, "0", "a", "sea", 0, 0.90)
+    write_run(tmp_path, "1", "a", "sea", 1, 0.94)
+    write_run(tmp_path, "2", "a", "linear", 0, 0.80)
+    write_run(tmp_path, "3", "b", "linear", 0, 0.70)
+    write_run(tmp_path, "4", "a", "sea", 0, 0.50, ["method.augmenter.eta=0.8"])
+    table = results_table(collect(tmp_path))
+    assert table.loc["sea", "a/bb"] == "92.00 ± 2.83"
+    assert table.loc["linear", "b/bb"] == "70.00"
+    assert table.loc["sea (method.augmenter.eta=0.8)", "a/bb"] == "50.00"
+    _, markdown = summarize(tmp_path)
+    assert (tmp_path / "summary.md").read_text() == markdown
+    assert (tmp_path / "runs.csv").read_text().count("\n") == 6
+
+
+def test_variant_ignores_cell_keys_and_cosmetics():
+    assert variant(["dataset=x", "seed=3", "trainer.enable_progress_bar=false", "norm=center_l2"]) == "norm=center_l2"
+
+
+def test_no_runs_is_a_clear_error(tmp_path):
+    with pytest.raises(FileNotFoundError, match="no metrics.json"):
+        collect(tmp_path)
