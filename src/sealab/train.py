@@ -16,8 +16,10 @@ CONFIG_DIR = str(Path(__file__).resolve().parents[2] / "conf")
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="train")
 def main(cfg: DictConfig) -> float:
     record = run(cfg)
-    # Returned for Hydra sweepers that optimise a value (e.g. Optuna over eta on val).
-    return record["metrics"].get(cfg.optimized_metric or record["primary_metric"], float("nan"))
+    # Returned for Hydra sweepers that optimise a value: the validation twin of the primary
+    # metric unless optimized_metric names another, so test data never drives a search.
+    metric = cfg.optimized_metric or record["primary_metric"].replace("test/", "val/", 1)
+    return record["metrics"].get(metric, float("nan"))
 
 
 if __name__ == "__main__":

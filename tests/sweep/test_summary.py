@@ -38,3 +38,20 @@ def test_variant_ignores_cell_keys_and_cosmetics():
 def test_no_runs_is_a_clear_error(tmp_path):
     with pytest.raises(FileNotFoundError, match="no metrics.json"):
         collect(tmp_path)
+
+
+def test_selection_uses_validation_never_test(tmp_path):
+    # eta=0.3 is best on val, eta=0.8 best on test: the selection must report eta=0.3.
+    for seed in (0, 1):
+        write_run(tmp_path, f"a{seed}", "a", "sea", seed, 0.90, ["method.augmenter.eta=0.3"])
+        write_run(tmp_path, f"b{seed}", "a", "sea", seed, 0.95, ["method.augmenter.eta=0.8"])
+    for name in ("a0", "a1"):  # raise eta=0.3's val score above eta=0.8's
+        path = tmp_path / name / "metrics.json"
+        record = json.loads(path.read_text())
+        record["metrics"]["val/top1"] = 0.99
+        path.write_text(json.dumps(record))
+    write_run(tmp_path, "c", "a", "linear", 0, 0.80)
+    table, markdown = summarize(tmp_path, select=True)
+    assert table.loc["sea", "a/bb"] == "90.00 (method.augmenter.eta=0.3)"
+    assert table.loc["linear", "a/bb"] == "80.00"
+    assert "eta=0.8" not in markdown

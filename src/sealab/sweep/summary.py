@@ -31,10 +31,13 @@ def collect(root: str | Path) -> pd.DataFrame:
         record = json.loads(path.read_text())
         row = {k: record[k] for k in KEYS}
         extra = variant(record.get("overrides", []))
+        row["variant"] = extra
         row["row"] = f"{record['method']} ({extra})" if extra else record["method"]
         row.update(record["metrics"])
+        val_metric = record["primary_metric"].replace("test/", "val/", 1)
         row.update(primary_metric=record["primary_metric"],
                    primary=record["metrics"].get(record["primary_metric"]),
+                   val_primary=record["metrics"].get(val_metric, float("nan")),
                    fit_seconds=record["fit_seconds"], run_dir=str(path.parent))
         rows.append(row)
     if not rows:
@@ -61,6 +64,20 @@ def results_table(runs: pd.DataFrame) -> pd.DataFrame:
     return table
 
 
+def select_on_validation(runs: pd.DataFrame) -> pd.DataFrame:
+    """Per method and dataset/backbone, the variant with the best mean validation score
+    (e.g. SeA's eta), reported by its mean test score: test data never picks the variant."""
+    means = runs.groupby(["method", "variant", "dataset", "backbone"])[["val_primary", "primary"]].mean()
+    means = means.reset_index()
+    best = means.loc[means.groupby(["method", "dataset", "backbone"])["val_primary"].idxmax()]
+    best = best.assign(column=best["dataset"] + "/" + best["backbone"],
+                       cell=[f"{100 * t:.2f}" + (f" ({v})" if v else "")
+                             for t, v in zip(best["primary"], best["variant"])])
+    table = best.pivot(index="method", columns="column", values="cell")
+    table.columns.name = None
+    return table
+
+
 def to_markdown(table: pd.DataFrame) -> str:
     header = ["method", *table.columns]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
@@ -69,11 +86,14 @@ def to_markdown(table: pd.DataFrame) -> str:
     return "\n".join(lines) + "\n"
 
 
-def summarize(root: str | Path) -> tuple[pd.DataFrame, str]:
-    """Write ``runs.csv`` and ``summary.md`` into ``root``; return the table and its Markdown."""
+def summarize(root: str | Path, select: bool = False) -> tuple[pd.DataFrame, str]:
+    """Write ``runs.csv`` and ``summary.md`` into ``root``; return the table and its Markdown.
+
+    ``select``: one row per method, its variant chosen on validation (see select_on_validation).
+    """
     root = Path(root)
     runs = collect(root)
-    table = results_table(runs)
+    table = select_on_validation(runs) if select else results_table(runs)
     markdown = to_markdown(table)
     atomic_write_bytes(root / "runs.csv", lambda p: runs.to_csv(p, index=False))
     atomic_write_bytes(root / "summary.md", lambda p: p.write_text(markdown))
@@ -83,8 +103,10 @@ def summarize(root: str | Path) -> tuple[pd.DataFrame, str]:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("root", help="sweep folder (or any folder above sealab run dirs)")
+    parser.add_argument("--select", action="store_true",
+                        help="one row per method: the variant with the best validation score")
     args = parser.parse_args(argv)
-    _, markdown = summarize(args.root)
+    _, markdown = summarize(args.root, select=args.select)
     print(markdown, end="")
     print(f"(primary test metric in %; rows written to {Path(args.root) / 'runs.csv'})")
 
