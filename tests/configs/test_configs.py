@@ -42,11 +42,27 @@ def test_method_instantiates_with_its_own_name(path, tmp_path):
     assert isinstance(method, Method) and method.name == path.stem
 
 
+def offline_backbone_overrides(path: Path, tmp_path: Path) -> list[str]:
+    """Hub weights become random ones; a required checkpoint is fabricated in its own key layout."""
+    spec = OmegaConf.load(path)
+    overrides = [f"backbone={path.stem}"]
+    if spec.get("pretrained"):
+        overrides.append("backbone.pretrained=false")
+    if "checkpoint" in spec.keys() and OmegaConf.is_missing(spec, "checkpoint"):
+        import timm
+
+        prefix = next(iter(spec.key_map), "") if spec.get("key_map") else ""
+        state = {prefix + k: v for k, v in timm.create_model(spec.model_name, num_classes=0).state_dict().items()}
+        if spec.get("checkpoint_key"):
+            state = {spec.checkpoint_key: state}
+        torch.save(state, tmp_path / "checkpoint.pth")
+        overrides.append(f"backbone.checkpoint={tmp_path / 'checkpoint.pth'}")
+    return overrides
+
+
 @pytest.mark.parametrize("path", sorted(CONF_DIR.glob("backbone/*.yaml")), ids=lambda p: p.stem)
 def test_backbone_instantiates_offline(path, tmp_path):
-    # Pretrained weights come from a hub: build the same architecture with random weights.
-    cfg = compose_train([f"backbone={path.stem}", "backbone.pretrained=false"]
-                        if "pretrained" in OmegaConf.load(path) else [f"backbone={path.stem}"], tmp_path)
+    cfg = compose_train(offline_backbone_overrides(path, tmp_path), tmp_path)
     backbone = instantiate(cfg.backbone)
     from PIL import Image
 
