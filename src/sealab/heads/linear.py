@@ -13,10 +13,13 @@ class LinearHead(nn.Module):
     """``logits = x W^T`` (no bias) trained with
 
         multi-class:  lamda * CE((logits - delta * T) / lamda, T)            (mean over the batch)
-        multi-label:  lamda * BCE((logits - delta * (2Y - 1)) / lamda, Y)    (mean over batch x classes)
+        multi-label:  lamda * BCE((logits - delta * (2Y - 1)) / lamda, Y)    (mean over the kept entries)
 
-    where ``T`` is the one-hot (or soft, e.g. mixup) target. ``input_grad`` gives
-    d loss / d x in closed form, so augmenters need no second backward pass.
+    where ``T`` is the one-hot (or soft, e.g. mixup) target. Multi-label targets are 1, 0 or
+    -1; -1 ("difficult" in VOC) entries are left out of the loss and get zero gradient.
+    ``input_grad`` gives d loss / d x in closed form, so augmenters need no second backward pass:
+    the lamda scaling cancels, leaving softmax(z) - T (multi-class) and mask * (sigmoid(z) - Y)
+    (multi-label), averaged over the batch or over the kept entries respectively.
     """
 
     def __init__(self, in_features: int, num_classes: int, lamda: float = 0.1,
@@ -42,22 +45,31 @@ class LinearHead(nn.Module):
         margin = (2 * t - 1) if self.multilabel else t
         return (logits - self.delta * margin) / self.lamda
 
+    @staticmethod
+    def _kept(t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Multi-label ``(targets with ignored entries set to 0, 0/1 mask, number kept)``."""
+        mask = (t >= 0).to(t.dtype)
+        return t * mask, mask, mask.sum().clamp_min(1)  # a fully ignored batch has zero loss
+
     def loss(self, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         t = self.targets(y)
-        z = self._scaled(logits, t)
         if self.multilabel:
-            return self.lamda * F.binary_cross_entropy_with_logits(z, t)
-        return self.lamda * F.cross_entropy(z, t)
+            t, mask, kept = self._kept(t)
+            z = self._scaled(logits, t)
+            bce = F.binary_cross_entropy_with_logits(z, t, reduction="none")
+            return self.lamda * (bce * mask).sum() / kept
+        return self.lamda * F.cross_entropy(self._scaled(logits, t), t)
 
     def logit_grad(self, logits: torch.Tensor, y: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
-        """d loss / d logits. ``reduction="sum"`` drops the 1/B (and 1/C) averaging factor."""
+        """d loss / d logits. ``reduction="sum"`` drops the averaging factor (1/B, or 1/kept
+        entries when multi-label)."""
         t = self.targets(y)
-        z = self._scaled(logits, t)
         if self.multilabel:
-            grad = torch.sigmoid(z) - t
-            scale = logits.numel()
+            t, mask, kept = self._kept(t)
+            grad = (torch.sigmoid(self._scaled(logits, t)) - t) * mask
+            scale = kept
         else:
-            grad = torch.softmax(z, dim=1) - t
+            grad = torch.softmax(self._scaled(logits, t), dim=1) - t
             scale = logits.shape[0]
         return grad / scale if reduction == "mean" else grad
 

@@ -1,0 +1,144 @@
+"""What every on-disk benchmark shares: the root check, split records and the seeded splits."""
+
+from __future__ import annotations
+
+import hashlib
+from abc import abstractmethod
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from torch.utils.data import Dataset, Subset
+
+from sealab.data.base import SPLITS, ImageDataset, check_split_name
+from sealab.data.errors import DatasetNotFoundError, missing_paths
+from sealab.data.splits import stratified_holdout
+
+
+@dataclass(frozen=True)
+class Split:
+    """Samples ``indices`` of ``source`` (in that order) and their targets.
+
+    ``seeded`` marks a split drawn at random (with a recorded seed); its indices go into
+    ``describe()`` so the exact partition can be reproduced or audited."""
+
+    source: Dataset
+    indices: np.ndarray
+    targets: np.ndarray
+    seeded: bool = False
+
+    @classmethod
+    def whole(cls, source: Dataset, targets) -> Split:
+        targets = np.asarray(targets)
+        return cls(source, np.arange(len(targets)), targets)
+
+    def take(self, positions: np.ndarray) -> Split:
+        """The sub-split at ``positions`` (positions within this split), marked as seeded."""
+        return Split(self.source, self.indices[positions], self.targets[positions], seeded=True)
+
+
+def holdout_val(split: Split, fraction: float, seed: int) -> tuple[Split, Split]:
+    """(train, val): a seeded, stratified ``fraction`` of ``split`` becomes val."""
+    kept, held = stratified_holdout(split.targets, fraction, seed)
+    return split.take(kept), split.take(held)
+
+
+def per_class_partition(targets: np.ndarray, class_names: list[str], train_per_class: int,
+                        test_per_class: int | None, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Positions of (train, test): per class a seeded draw of ``train_per_class`` images for
+    train and ``test_per_class`` of the rest (all of the rest when None) for test."""
+    rng = np.random.default_rng(seed)
+    need = train_per_class + (test_per_class or 1)
+    train, test = [], []
+    for c, name in enumerate(class_names):
+        members = rng.permutation(np.flatnonzero(targets == c))
+        if len(members) < need:
+            raise ValueError(
+                f"class {name!r} has {len(members)} images but the split takes {train_per_class} for train "
+                f"and {test_per_class or 'at least 1'} for test. Lower dataset.train_per_class"
+                f"{' / dataset.test_per_class' if test_per_class else ''} or complete the class."
+            )
+        train.append(members[:train_per_class])
+        test.append(members[train_per_class:None if test_per_class is None else need])
+    return np.sort(np.concatenate(train)), np.sort(np.concatenate(test))
+
+
+class BenchmarkDataset(ImageDataset):
+    """An image dataset stored under ``root`` whose splits are index lists into source datasets.
+
+    Subclasses name the files they need (``expected``, relative to ``root``; a trailing ``/``
+    marks a folder), describe the layout and how to get it, and build the splits. The root is
+    checked before anything is read, so a missing or partial copy gives one
+    ``DatasetNotFoundError``; torchvision's own complaints (e.g. a checksum mismatch) are turned
+    into the same error.
+    """
+
+    expected: tuple[str, ...] = ()
+    layout: str = ""
+    how_to_get: str = ""  # may name {root}
+    can_download: bool = False
+
+    def __init__(self, root: str | Path, download: bool = False):
+        self.root = Path(root).expanduser()
+        self.download = download
+        if download and self.can_download and missing_paths(self.root, self.expected):
+            self.root.mkdir(parents=True, exist_ok=True)
+            self._download()
+        self.require(missing_paths(self.root, self.expected))
+        try:
+            self._splits = self._build()
+        except RuntimeError as err:  # torchvision: "Dataset not found or corrupted ..."
+            raise self.not_found([], problem=f"torchvision could not read it: {err}") from err
+
+    def not_found(self, missing: list[str], problem: str | None = None,
+                  root: Path | None = None) -> DatasetNotFoundError:
+        root = root or self.root
+        how = self.how_to_get.format(root=root)
+        if self.download and not self.can_download:
+            how = f"(dataset.download=true cannot fetch this dataset.) {how}"
+        return DatasetNotFoundError(self.name, root, missing, self.layout, how, problem)
+
+    def require(self, missing: list[str]) -> None:
+        if missing:
+            raise self.not_found(missing)
+
+    def _download(self) -> None:
+        raise NotImplementedError(f"{self.name} has no downloader")
+
+    @abstractmethod
+    def _build(self) -> dict[str, Split]:
+        """Read the data and return the train, val and test splits; set class names."""
+
+    @abstractmethod
+    def protocol(self) -> dict[str, Any]:
+        """How the splits were made (official or seeded, with every parameter)."""
+
+    def split(self, name: str) -> Dataset:
+        check_split_name(name)
+        if name == "trainval":
+            return self.trainval()
+        split = self._splits[name]
+        return Subset(split.source, split.indices.tolist())
+
+    def targets(self, name: str) -> np.ndarray:
+        """The targets of split ``name`` (train, val or test), without reading any image."""
+        return self._splits[name].targets
+
+    def identity(self) -> dict[str, Any]:
+        # The root is left out on purpose: a copy of the data moved elsewhere (e.g. node-local
+        # scratch) still hits the feature cache. The digest changes whenever a split does.
+        digest = hashlib.sha256()
+        for name in SPLITS:
+            split = self._splits[name]
+            digest.update(name.encode())
+            digest.update(np.ascontiguousarray(split.indices, dtype=np.int64).tobytes())
+            digest.update(np.ascontiguousarray(split.targets).tobytes())
+        return {"dataset": self.name, **self.protocol(), "splits_sha256": digest.hexdigest()[:16]}
+
+    def describe(self) -> dict[str, Any]:
+        info = super().describe()
+        info["root"] = str(self.root)
+        info["class_names"] = list(self.class_names)
+        info["split_indices"] = {name: s.indices.tolist() for name, s in self._splits.items() if s.seeded}
+        return info
