@@ -74,3 +74,10 @@ def test_unknown_choice_fails_with_the_available_options(tmp_path):
                           text=True, cwd=tmp_path, env={"SEALAB_ROOT": str(tmp_path), "PATH": ""})
     assert proc.returncode != 0
     assert "Available options" in proc.stderr and "sea" in proc.stderr
+
+
+def test_wandb_logger_runs_offline(tmp_path):
+    run_train(tmp_path, "logger=wandb", "method=linear", "method.epochs=2")
+    (metrics,) = metrics_files(tmp_path / "outputs")
+    offline_runs = list(metrics.parent.glob("wandb/offline-run-*"))
+    assert len(offline_runs) == 1 and any(offline_runs[0].glob("*.wandb"))
