@@ -1,18 +1,18 @@
-"""SeA: semantic adversarial augmentation (Qian, Xu, Hu, ECCV 2024)."""
+"""SeA: semantic adversarial augmentation (Qian, Xu, Hu, ECCV 2024), and its ablations."""
 
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
 
-from sealab.augment.base import FeatureAugmenter
+from sealab.augment.step import SpanStep, unit_gradient
 from sealab.heads.linear import LinearHead
 
 MODES = ("clean", "faithful")
 PUBLISHED_EPS = 1e-12  # F.normalize's default, as the reference code uses it
 
 
-class SeA(FeatureAugmenter):
+class SeA(SpanStep):
     """Push each feature along its loss-increasing direction projected onto the span of the
     other examples of the batch: ``x~ = normalize(x + eta * normalize(sum_j q_ij x_j))`` with
     ``q_i = softmax_{j != i}(ghat_i . x_j / alpha)`` and ``ghat_i`` the normalised gradient.
@@ -24,26 +24,62 @@ class SeA(FeatureAugmenter):
     """
 
     def __init__(self, eta: float = 0.8, alpha: float = 0.01, mode: str = "clean"):
-        super().__init__()
+        super().__init__(eta)
         if mode not in MODES:
             raise ValueError(f"SeA mode={mode!r} is unknown: choose one of {MODES}")
-        self.eta, self.alpha, self.mode = eta, alpha, mode
+        self.alpha, self.mode = alpha, mode
+
+    def scores(self, x: torch.Tensor, y: torch.Tensor, head: LinearHead) -> torch.Tensor:
+        return unit_gradient(head, x, y) @ x.T / self.alpha
 
     def direction_weights(self, x: torch.Tensor, y: torch.Tensor, head: LinearHead) -> torch.Tensor:
-        """``q`` (B x B): weights of the other examples, rows sum to 1, zero diagonal."""
-        if self.mode == "faithful":
-            g_hat = F.normalize(head.input_grad(x, y), dim=1, eps=PUBLISHED_EPS)
-            q = torch.softmax(g_hat @ x.T / self.alpha, dim=1)
-            q = q - torch.diag_embed(torch.diagonal(q))
-            return q / q.sum(dim=1, keepdim=True)
-        # The 1/B factor only risks underflow; the direction does not depend on it.
-        g = head.input_grad(x, y, reduction="sum")
-        g_hat = g / g.norm(dim=1, keepdim=True).clamp_min(torch.finfo(g.dtype).tiny)
-        scores = (g_hat @ x.T / self.alpha).fill_diagonal_(float("-inf"))
-        return torch.softmax(scores, dim=1)
+        if self.mode == "clean":
+            return super().direction_weights(x, y, head)
+        g_hat = F.normalize(head.input_grad(x, y), dim=1, eps=PUBLISHED_EPS)
+        q = torch.softmax(g_hat @ x.T / self.alpha, dim=1)
+        q = q - torch.diag_embed(torch.diagonal(q))
+        return q / q.sum(dim=1, keepdim=True)
 
-    def augment(self, x: torch.Tensor, y: torch.Tensor, head: LinearHead) -> tuple[torch.Tensor, torch.Tensor]:
-        if self.mode == "clean" and len(x) < 2:
-            return x, y  # no other example to span a direction
-        direction = F.normalize(self.direction_weights(x, y, head) @ x, dim=1)
-        return F.normalize(x + self.eta * direction, dim=1), y
+    def direction(self, x, y, head):
+        if self.mode == "clean":
+            return super().direction(x, y, head)
+        # No guard: a batch of one gives NaN, as in the reference code.
+        return F.normalize(self.direction_weights(x, y, head) @ x, dim=1), None
+
+
+class SameClassSeA(SeA):
+    """``sea_sameclass``: SeA projecting onto the span of same-class examples only
+    (``j != i`` with ``y_j == y_i``; multi-label: sharing at least one label).
+    An example with no such partner in the batch stays unaugmented."""
+
+    def __init__(self, eta: float = 0.8, alpha: float = 0.01, mode: str = "clean"):
+        if mode != "clean":
+            raise ValueError(f"same-class SeA has no mode={mode!r} (the reference code has no such "
+                             "variant): use mode=clean")
+        super().__init__(eta, alpha, mode)
+
+    def partners(self, y: torch.Tensor) -> torch.Tensor:
+        if y.ndim == 2:  # multi-hot
+            same = (y.float() @ y.float().T) > 0
+        else:
+            same = y[:, None] == y[None, :]
+        return same & super().partners(y)
+
+
+class RandomSpan(SpanStep):
+    """``sea_random``: SeA's step along a *random* direction in the span of the other
+    examples: ``q_i ~ Dirichlet(concentration)`` over ``j != i`` (1: uniform on the simplex;
+    large: close to the batch mean of the others). Drawn from torch's global RNG, so a
+    seeded run is deterministic."""
+
+    def __init__(self, eta: float = 0.8, concentration: float = 1.0):
+        super().__init__(eta)
+        if concentration <= 0:
+            raise ValueError(f"concentration must be positive, got {concentration}")
+        self.concentration = concentration
+
+    def scores(self, x: torch.Tensor, y: torch.Tensor, head: LinearHead) -> torch.Tensor:
+        # softmax(log g) = g / sum(g) with g ~ Gamma(c, 1): a Dirichlet(c) draw over the partners.
+        c = torch.tensor(self.concentration, dtype=x.dtype, device=x.device)
+        gamma = torch.distributions.Gamma(c, torch.ones_like(c)).sample((len(x), len(x)))
+        return gamma.clamp_min(torch.finfo(x.dtype).tiny).log()

@@ -1,0 +1,27 @@
+"""Mixup of features and targets (Zhang et al., ICLR 2018), applied in feature space."""
+
+from __future__ import annotations
+
+import torch
+
+from sealab.augment.base import FeatureAugmenter
+
+
+class Mixup(FeatureAugmenter):
+    """``x~_i = l_i x_i + (1 - l_i) x_p(i)`` and the same mix of (one-hot / multi-hot)
+    targets, with ``l_i ~ Beta(alpha, alpha)`` per example and ``p`` a random permutation
+    of the batch. Features are not renormalised: the mixed logits are then exactly the
+    mix of the two examples' logits, matching the mixed target."""
+
+    def __init__(self, alpha: float = 1.0):
+        super().__init__()
+        if alpha <= 0:
+            raise ValueError(f"mixup alpha must be positive, got {alpha}")
+        self.alpha = alpha
+
+    def augment(self, x, y, head):
+        a = torch.tensor(self.alpha, dtype=x.dtype, device=x.device)
+        lam = torch.distributions.Beta(a, a).sample((len(x), 1))
+        partner = torch.randperm(len(x), device=x.device)
+        t = head.targets(y).to(x.dtype)
+        return lam * x + (1 - lam) * x[partner], lam * t + (1 - lam) * t[partner]

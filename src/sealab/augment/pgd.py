@@ -1,0 +1,32 @@
+"""Multi-step projected gradient ascent in feature space (the adversarial baseline to SeA)."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from sealab.augment.base import FeatureAugmenter
+from sealab.augment.step import unit_gradient
+
+
+class PGD(FeatureAugmenter):
+    """``steps`` times: move ``step_size`` along the normalised loss gradient (closed form,
+    ``head.input_grad``), project onto the L2 ball of ``radius`` around the clean ``x``,
+    then back onto the unit sphere (where the head is evaluated). The sphere step may
+    leave the point slightly outside the ball; with one step and ``radius >= step_size``
+    this is exactly ``sea_noproj`` (``GradientStep`` with ``eta = step_size``)."""
+
+    def __init__(self, steps: int = 3, step_size: float = 0.02, radius: float = 0.05):
+        super().__init__()
+        if steps < 1 or step_size <= 0 or radius <= 0:
+            raise ValueError(f"PGD needs steps >= 1, step_size > 0 and radius > 0; got "
+                             f"steps={steps}, step_size={step_size}, radius={radius}")
+        self.steps, self.step_size, self.radius = steps, step_size, radius
+
+    def augment(self, x, y, head):
+        x_adv = x
+        for _ in range(self.steps):
+            delta = x_adv + self.step_size * unit_gradient(head, x_adv, y) - x
+            shrink = (self.radius / delta.norm(dim=1, keepdim=True).clamp_min(torch.finfo(x.dtype).tiny)).clamp(max=1)
+            x_adv = F.normalize(x + shrink * delta, dim=1)
+        return x_adv, y
