@@ -33,9 +33,11 @@ class ClassCovariance:
             batch_mean = xc.mean(dim=0)
             centred = xc - batch_mean
             shift = self.mean[c] - batch_mean
-            self.cov[c].mul_(1 - w).addmm_(centred.T, centred, alpha=w / n).addr_(shift, shift, alpha=w * (1 - w))
+            self.cov[c].mul_(1 - w).addmm_(centred.T, centred, alpha=w / n)
+            self.cov[c].addr_(shift, shift, alpha=w * (1 - w))
             self.mean[c].mul_(1 - w).add_(batch_mean, alpha=w)
             self.count[c] += n
+
 
 class ISDA(FeatureAugmenter):
     """Trains on the closed-form upper bound of the expected loss over infinitely many

@@ -27,6 +27,7 @@ class PGD(FeatureAugmenter):
         x_adv = x
         for _ in range(self.steps):
             delta = x_adv + self.step_size * unit_gradient(head, x_adv, y) - x
-            shrink = (self.radius / delta.norm(dim=1, keepdim=True).clamp_min(torch.finfo(x.dtype).tiny)).clamp(max=1)
+            length = delta.norm(dim=1, keepdim=True).clamp_min(torch.finfo(x.dtype).tiny)
+            shrink = (self.radius / length).clamp(max=1)
             x_adv = F.normalize(x + shrink * delta, dim=1)
         return x_adv, y

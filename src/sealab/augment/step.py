@@ -37,7 +37,8 @@ class DirectionStep(FeatureAugmenter):
         """The direction rows, and which rows to move (None: every row)."""
         raise NotImplementedError
 
-    def augment(self, x: torch.Tensor, y: torch.Tensor, head: LinearHead) -> tuple[torch.Tensor, torch.Tensor]:
+    def augment(self, x: torch.Tensor, y: torch.Tensor,
+                head: LinearHead) -> tuple[torch.Tensor, torch.Tensor]:
         d, moved = self.direction(x, y, head)
         x_aug = F.normalize(x + self.eta * d, dim=1)
         if moved is not None:
