@@ -38,8 +38,9 @@ class TensorBatches:
                 yield self.x[i * self.batch_size:(i + 1) * self.batch_size], \
                     self.y[i * self.batch_size:(i + 1) * self.batch_size]
             else:
+                # index_select: the same rows as x[idx], about twice as fast on CPU.
                 idx = order[i * self.batch_size:(i + 1) * self.batch_size]
-                yield self.x[idx], self.y[idx]
+                yield self.x.index_select(0, idx), self.y.index_select(0, idx)
 
 
 class FeatureDataModule(L.LightningDataModule):

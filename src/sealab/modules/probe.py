@@ -23,6 +23,10 @@ class LinearProbeModule(L.LightningModule):
         super().__init__()
         self.head, self.augmenter = head, augmenter
         self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
+        # (loss * batch size) per step, reduced once per epoch: a per-step ``self.log``
+        # costs more than a whole linear training step on CPU.
+        self._epoch_losses: list[torch.Tensor] = []
+        self._epoch_examples = 0
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(x)
@@ -35,14 +39,18 @@ class LinearProbeModule(L.LightningModule):
             with torch.no_grad():
                 x, y = self.augmenter.augment(x, y, self.head)
             loss = self.augmenter.loss(x, y, self.head)
-        self.log("train/loss", loss, on_step=False, on_epoch=True, batch_size=len(x))
+        self._epoch_losses.append(loss.detach() * len(x))
+        self._epoch_examples += len(x)
         return loss
 
     def on_train_epoch_start(self) -> None:
+        self._epoch_losses, self._epoch_examples = [], 0
         if self.augmenter is not None:
             self.augmenter.on_train_epoch_start(self.current_epoch, self.trainer.max_epochs)
 
     def on_train_epoch_end(self) -> None:
+        if self._epoch_losses:  # the example-weighted mean, as ``self.log(on_epoch=True)`` gives
+            self.log("train/loss", torch.stack(self._epoch_losses).sum() / self._epoch_examples)
         if not torch.isfinite(self.head.weight).all():
             raise FloatingPointError(
                 f"classifier weights became NaN/Inf in epoch {self.current_epoch}. With SeA "

@@ -1,0 +1,1 @@
+"""``make bench``: seconds per training epoch of sealab's probe against plain PyTorch loops."""

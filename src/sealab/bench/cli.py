@@ -1,0 +1,114 @@
+"""``python -m sealab.bench [--quick] [--out PATH]``: time every variant, print, write JSON."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import platform
+import statistics
+from dataclasses import asdict, dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+import torch
+from rich.console import Console
+from rich.table import Table
+
+from sealab.bench.measure import QUICK, Setup, measure
+from sealab.features.cache import atomic_write_json
+from sealab.report import git_sha
+
+BUSY_LOAD = 0.5  # per core; above this the machine was shared while measuring
+DEFAULT_OUT = Path(__file__).resolve().parents[3] / "bench" / "results.json"
+
+
+@dataclass(frozen=True)
+class Target:
+    """``numerator / denominator <= limit``, both medians of seconds per epoch."""
+
+    name: str
+    numerator: str
+    denominator: str
+    limit: float
+
+
+TARGETS = (
+    Target("sea_clean_over_linear", "sealab_sea_clean", "sealab_linear", 1.5),
+    Target("linear_over_bare_loop", "sealab_linear", "bare_linear_loop", 1.10),
+    Target("sea_faithful_over_published_loop", "sealab_sea_faithful", "published_sea_loop", 0.5),
+)
+
+
+def _load_per_core() -> float:
+    """1-minute load average per core: other processes on the machine skew every timing."""
+    return os.getloadavg()[0] / (os.cpu_count() or 1) if hasattr(os, "getloadavg") else float("nan")
+
+
+def _measured(rounds: list[list[float]]) -> list[float]:
+    return [s for epochs in rounds for s in epochs[1:]]  # every round's warm-up left out
+
+
+def summarise(setup: Setup, seconds: dict[str, list[list[float]]], quick: bool,
+              load: tuple[float, float]) -> dict:
+    per_epoch = {name: statistics.median(_measured(rounds)) for name, rounds in seconds.items()}
+    targets = {}
+    for t in TARGETS:
+        ratio = per_epoch[t.numerator] / per_epoch[t.denominator]
+        targets[t.name] = {"ratio": ratio, "limit": t.limit, "pass": ratio <= t.limit,
+                           "numerator": t.numerator, "denominator": t.denominator}
+    return {
+        "setup": {**asdict(setup), "quick": quick, "torch_threads": torch.get_num_threads()},
+        "seconds_per_epoch": per_epoch,
+        "epoch_seconds": seconds,
+        "targets": targets,
+        "machine": {"platform": platform.platform(), "processor": platform.processor(),
+                    "cpu_count": os.cpu_count(), "torch": torch.__version__,
+                    "load_per_core_before": load[0], "load_per_core_after": load[1]},
+        "git_sha": git_sha(),
+        "measured_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
+
+
+def print_results(results: dict, console: Console) -> None:
+    s = results["setup"]
+    times = Table(title=f"seconds per epoch: median of {s['rounds']} x {s['epochs']} epochs, each round "
+                        f"after a warm-up (n={s['n']} d={s['d']} C={s['num_classes']} "
+                        f"batch={s['batch_size']} threads={s['torch_threads']})")
+    for column in ("variant", "s/epoch", "min", "max"):
+        times.add_column(column, justify="left" if column == "variant" else "right")
+    for name, median in results["seconds_per_epoch"].items():
+        measured = _measured(results["epoch_seconds"][name])
+        times.add_row(name, f"{median:.3f}", f"{min(measured):.3f}", f"{max(measured):.3f}")
+    console.print(times)
+    verdicts = Table(title="targets (reported, not enforced)")
+    for column in ("target", "ratio", "limit", "result"):
+        verdicts.add_column(column, justify="left" if column == "target" else "right")
+    for name, t in results["targets"].items():
+        verdicts.add_row(f"{name}: {t['numerator']} / {t['denominator']}", f"{t['ratio']:.3f}",
+                         f"<= {t['limit']:.2f}", "PASS" if t["pass"] else "FAIL")
+    console.print(verdicts)
+    machine = results["machine"]
+    busiest = max(machine["load_per_core_before"], machine["load_per_core_after"])
+    if busiest > BUSY_LOAD:
+        console.print(f"[yellow]warning: load average {busiest:.1f} per core while measuring: other "
+                      "processes competed for the CPU, so these timings are unreliable[/yellow]")
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(prog="python -m sealab.bench", description=__doc__)
+    parser.add_argument("--quick", action="store_true",
+                        help=f"smoke test: n={QUICK.n}, {QUICK.rounds} round of {QUICK.epochs} epoch")
+    parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="results JSON (default: %(default)s)")
+    args = parser.parse_args(argv)
+    setup = QUICK if args.quick else Setup()
+    logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)  # no banner per fit
+    load_before = _load_per_core()
+    seconds = measure(setup)
+    results = summarise(setup, seconds, args.quick, (load_before, _load_per_core()))
+    console = Console()
+    print_results(results, console)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(args.out, results)
+    console.print(f"wrote {args.out}")
+    return results

@@ -1,0 +1,49 @@
+"""sealab's own training path, timed per epoch: the ``method=`` configs through a Lightning Trainer."""
+
+from __future__ import annotations
+
+import tempfile
+import time
+
+import lightning as L
+import torch
+from hydra import compose, initialize_config_dir
+from hydra.utils import instantiate
+
+from sealab.methods import FitContext
+from sealab.train import CONFIG_DIR
+
+
+class EpochTimer(L.Callback):
+    """Wall time of each training epoch, from one epoch's start to the next (or to the end),
+    so that epoch-end work (logging reduction, the NaN check) is counted too."""
+
+    def __init__(self):
+        self.marks: list[float] = []
+
+    def on_train_epoch_start(self, trainer, pl_module) -> None:
+        self.marks.append(time.perf_counter())
+
+    def on_train_end(self, trainer, pl_module) -> None:
+        self.marks.append(time.perf_counter())
+
+    @property
+    def seconds(self) -> list[float]:
+        return [b - a for a, b in zip(self.marks, self.marks[1:])]
+
+
+def sealab_epoch_seconds(method: str, x: torch.Tensor, y: torch.Tensor, num_classes: int,
+                         batch_size: int, epochs: int) -> list[float]:
+    """Train ``method=<method>`` as sealab-train would (trainer from conf/trainer/default.yaml,
+    without logger and progress bar) and return the seconds of each epoch."""
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        cfg = compose("train", overrides=[f"method={method}", f"method.epochs={epochs}",
+                                          f"method.batch_size={batch_size}"])
+    timer = EpochTimer()
+    with tempfile.TemporaryDirectory(prefix="sealab-bench-") as root:
+        ctx = FitContext(num_classes=num_classes, multilabel=False, seed=0,
+                         make_trainer=lambda **kw: instantiate(
+                             cfg.trainer, default_root_dir=root, logger=False,
+                             enable_progress_bar=False, callbacks=[timer], **kw))
+        instantiate(cfg.method).fit((x, y), None, ctx)
+    return timer.seconds

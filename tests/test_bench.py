@@ -1,0 +1,60 @@
+"""``python -m sealab.bench --quick`` end to end: every field of the JSON is filled (no timing checks)."""
+
+import json
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from sealab.augment.sea import SeA
+from sealab.bench import plain_loops
+from sealab.bench.cli import TARGETS, main
+from sealab.bench.measure import VARIANTS
+from sealab.heads.linear import LinearHead
+
+
+def _positive(value) -> bool:
+    return isinstance(value, float) and math.isfinite(value) and value > 0
+
+
+def test_quick_bench_writes_every_field(tmp_path):
+    out = tmp_path / "nested" / "results.json"
+    main(["--quick", "--out", str(out)])
+    results = json.loads(out.read_text())
+
+    setup = results["setup"]
+    assert setup["quick"] is True
+    assert all(setup[k] > 0 for k in ("n", "d", "num_classes", "batch_size", "epochs", "rounds",
+                                      "torch_threads"))
+    assert set(results["seconds_per_epoch"]) == set(VARIANTS)
+    assert all(_positive(s) for s in results["seconds_per_epoch"].values())
+    assert set(results["epoch_seconds"]) == set(VARIANTS)
+    for name, rounds in results["epoch_seconds"].items():
+        assert len(rounds) == setup["rounds"], name
+        for seconds in rounds:
+            assert len(seconds) == 1 + setup["epochs"], name  # warm-up + measured epochs
+            assert all(_positive(s) for s in seconds), name
+    assert set(results["targets"]) == {t.name for t in TARGETS}
+    for target in results["targets"].values():
+        assert _positive(target["ratio"]) and _positive(target["limit"])
+        assert isinstance(target["pass"], bool)
+        expected = (results["seconds_per_epoch"][target["numerator"]]
+                    / results["seconds_per_epoch"][target["denominator"]])
+        assert math.isclose(target["ratio"], expected)
+    assert not list(out.parent.glob(".*.tmp"))  # the atomic write left no temp file
+
+
+def test_published_loop_direction_is_sea_faithful():
+    """The baseline's autograd-based step lands where sealab's closed-form faithful SeA does."""
+    gen = torch.Generator().manual_seed(0)
+    x = F.normalize(torch.randn(32, 16, generator=gen), dim=1)
+    y = torch.randint(5, (32,), generator=gen)
+    head = LinearHead(16, 5, lamda=plain_loops.LAMDA)
+    model = nn.Linear(16, 5, bias=False)
+    model.weight.data.copy_(head.weight.data)
+
+    published = F.normalize(x + plain_loops.ETA * plain_loops.published_direction(x.clone(), y, model), dim=1)
+    with torch.no_grad():
+        ours, _ = SeA(eta=plain_loops.ETA, alpha=plain_loops.ALPHA, mode="faithful").augment(x, y, head)
+    torch.testing.assert_close(published, ours)
