@@ -1,4 +1,5 @@
-"""What a ``method=`` choice is: something that fits a classifier on normalised features."""
+"""What a ``method=`` choice is: something that fits a classifier on normalised features
+(or, for fine-tuning, on the images themselves)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,9 @@ from typing import Callable
 import lightning as L
 import torch
 from torch import nn
+from torch.utils.data import Dataset
+
+from sealab.backbones.base import Backbone
 
 Features = tuple[torch.Tensor, torch.Tensor]
 
@@ -35,3 +39,20 @@ class Method(ABC):
 
     @abstractmethod
     def fit(self, train: Features, val: Features | None, ctx: FitContext) -> nn.Module: ...
+
+
+class ImageMethod(Method):
+    """A method that trains on the images of the splits, not on cached features (fine-tuning).
+
+    ``fit_images`` gets ``(PIL image, target)`` datasets and the configured backbone (which it
+    must leave unchanged) and returns a model from batches of images preprocessed by
+    ``backbone.transform`` to class scores (B x C).
+    """
+
+    @abstractmethod
+    def fit_images(self, train: Dataset, val: Dataset | None, backbone: Backbone,
+                   ctx: FitContext) -> nn.Module: ...
+
+    def fit(self, train: Features, val: Features | None, ctx: FitContext) -> nn.Module:
+        raise TypeError(f"method={self.name} trains on images, not features: call fit_images "
+                        "(sealab.experiment.run does so for every ImageMethod)")

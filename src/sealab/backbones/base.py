@@ -19,16 +19,25 @@ class Backbone(nn.Module):
     name: str
     feature_dim: int
     transform: Callable[[Any], torch.Tensor]
+    frozen = True  # every extractor is frozen from construction on; only fine-tuning unfreezes
 
     @abstractmethod
     def identity(self) -> dict[str, Any]: ...
 
     def freeze(self) -> "Backbone":
         """Eval mode and no gradients: features never depend on batch statistics."""
+        self.frozen = True
         self.eval()
         self.requires_grad_(False)
         return self
 
+    def unfreeze(self) -> "Backbone":
+        """Gradients on, and ``train()`` switches BatchNorm to batch statistics again: for
+        fine-tuning, which changes the weights (so unfreeze a copy: ``identity()`` keys the cache)."""
+        self.frozen = False
+        self.requires_grad_(True)
+        return self.train()
+
     def train(self, mode: bool = True) -> "Backbone":
         # A frozen backbone stays in eval mode so BatchNorm running stats never move.
-        return super().train(False)
+        return super().train(mode and not self.frozen)
