@@ -33,7 +33,7 @@ class ClassCovariance:
             batch_mean = xc.mean(dim=0)
             centred = xc - batch_mean
             shift = self.mean[c] - batch_mean
-            self.cov[c].mul_(1 - w).addmm_(centred.T, centred, alpha=w / n)
+            self.cov[c].addmm_(centred.T, centred, beta=1 - w, alpha=w / n)
             self.cov[c].addr_(shift, shift, alpha=w * (1 - w))
             self.mean[c].mul_(1 - w).add_(batch_mean, alpha=w)
             self.count[c] += n
@@ -71,11 +71,12 @@ class ISDA(FeatureAugmenter):
         return x, y
 
     def augmented_logits(self, x: torch.Tensor, y: torch.Tensor, head: LinearHead) -> torch.Tensor:
-        classes, which = y.unique(return_inverse=True)
         w = head.weight
-        diff = w[None] - w[classes][:, None]  # (classes present) x C x d: w_j - w_y
-        quad = ((diff @ self.estimator.cov[classes]) * diff).sum(dim=-1)
-        return head(x) + 0.5 * self.strength * quad[which]
+        # Every (y, j) pair at once: gathering the covariances of the classes present would
+        # copy up to C d^2 numbers, which costs more than the extra rows of the product.
+        diff = w[None] - w[:, None]  # C x C x d: [y, j] = w_j - w_y
+        quad = ((diff @ self.estimator.cov) * diff).sum(dim=-1)
+        return head(x) + 0.5 * self.strength * quad[y]
 
     def loss(self, x, y, head):
         return head.loss(self.augmented_logits(x, y, head), y)
