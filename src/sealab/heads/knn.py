@@ -1,0 +1,83 @@
+"""Weighted k-nearest neighbours on cosine similarity (the kNN monitor of InstDisc / DINO)."""
+
+from __future__ import annotations
+
+import logging
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from sealab.heads.closed_form import ClosedFormMethod, positive_targets
+from sealab.methods import Features, FitContext
+
+log = logging.getLogger(__name__)
+
+
+def topk_cosine(queries: torch.Tensor, bank: torch.Tensor, k: int,
+                bank_chunk: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The ``k`` largest rows of ``queries @ bank.T`` (values, bank indices), computed over
+    ``bank_chunk`` rows of the bank at a time while keeping a running top-k, so memory is
+    ``len(queries) x (bank_chunk + k)`` however large the bank is."""
+    best_v = queries.new_empty(len(queries), 0)
+    best_i = torch.empty(len(queries), 0, dtype=torch.long, device=queries.device)
+    for start in range(0, len(bank), bank_chunk):
+        sims = queries @ bank[start:start + bank_chunk].T
+        v, i = sims.topk(min(k, sims.shape[1]), dim=1)
+        cand_v, cand_i = torch.cat([best_v, v], 1), torch.cat([best_i, i + start], 1)
+        best_v, pos = cand_v.topk(min(k, cand_v.shape[1]), dim=1)
+        best_i = cand_i.gather(1, pos)
+    return best_v, best_i
+
+
+class KNNScorer(nn.Module):
+    """Scores of a query = weighted average of its ``k`` nearest training examples' label
+    vectors (one-hot, or multi-hot for multi-label), with weights ``exp(cos / temperature)``."""
+
+    def __init__(self, bank: torch.Tensor, labels: torch.Tensor, num_classes: int, multilabel: bool,
+                 k: int = 20, temperature: float = 0.07, query_chunk: int = 1024, bank_chunk: int = 16384):
+        super().__init__()
+        self.num_classes, self.multilabel = num_classes, multilabel
+        self.k, self.temperature = k, temperature
+        self.query_chunk, self.bank_chunk = query_chunk, bank_chunk
+        self.register_buffer("bank", F.normalize(bank.float(), dim=1))
+        # Class indices (multi-class) or the 0/1 positive matrix (multi-label).
+        self.register_buffer("labels", positive_targets(labels, num_classes, True) if multilabel
+                             else labels.long().clone())
+
+    def _vote(self, sims: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+        # softmax(sim / T) over the k neighbours = exp(sim / T) normalised, without overflow.
+        weights = torch.softmax(sims / self.temperature, dim=1)
+        if self.multilabel:
+            return torch.einsum("qk,qkc->qc", weights, self.labels[idx])
+        scores = weights.new_zeros(len(weights), self.num_classes)
+        return scores.scatter_add_(1, self.labels[idx], weights)
+
+    @torch.no_grad()
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        queries = F.normalize(x.to(self.bank.dtype), dim=1)
+        return torch.cat([
+            self._vote(*topk_cosine(queries[s:s + self.query_chunk], self.bank, self.k, self.bank_chunk))
+            for s in range(0, len(queries), self.query_chunk)
+        ])
+
+
+class KNearestNeighbours(ClosedFormMethod):
+    """``method=knn``: stores the training features; nothing is fitted or selected."""
+
+    def __init__(self, name: str, k: int = 20, temperature: float = 0.07, query_chunk: int = 1024,
+                 bank_chunk: int = 16384, device: str = "auto"):
+        super().__init__(name, device)
+        if k < 1 or temperature <= 0 or query_chunk < 1 or bank_chunk < 1:
+            raise ValueError(f"knn needs k, query_chunk, bank_chunk >= 1 and temperature > 0; got "
+                             f"k={k}, temperature={temperature}, query_chunk={query_chunk}, "
+                             f"bank_chunk={bank_chunk}")
+        self.k, self.temperature = k, temperature
+        self.query_chunk, self.bank_chunk = query_chunk, bank_chunk
+
+    def solve(self, train: Features, val: Features | None, ctx: FitContext) -> KNNScorer:
+        x, y = train
+        if self.k > len(x):
+            log.warning("knn: k=%d exceeds the %d training examples; every example votes", self.k, len(x))
+        return KNNScorer(x, y, ctx.num_classes, ctx.multilabel, min(self.k, len(x)), self.temperature,
+                         self.query_chunk, self.bank_chunk)

@@ -1,0 +1,157 @@
+"""L2-regularised logistic regression by full-batch L-BFGS, weight decay chosen on validation."""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from sealab.data.base import MAP11, MEAN_PER_CLASS, TOP1
+from sealab.heads.closed_form import ClosedFormMethod, LinearScorer, positive_targets
+from sealab.methods import Features, FitContext
+from sealab.metrics import classification_metrics
+
+log = logging.getLogger(__name__)
+DTYPES = {"float32": torch.float32, "float64": torch.float64}
+Solution = tuple[torch.Tensor, torch.Tensor]
+
+
+class LogisticProblem:
+    """The objective ``sum_i loss_i(W x_i + b) + weight_decay / 2 * ||W||_F^2`` on one dataset.
+
+    Multi-class: softmax cross-entropy. Multi-label: binary cross-entropy summed over classes
+    (= one independent binary problem per class, as one-vs-rest), "difficult" (-1) entries
+    left out. The bias is not penalised. The optimiser sees the objective divided by ``n``
+    (same minimiser, O(1) values and gradients).
+    """
+
+    def __init__(self, x: torch.Tensor, y: torch.Tensor, num_classes: int, multilabel: bool):
+        # Tensors made under inference_mode (the feature extractor's) cannot enter autograd.
+        x, y = (t.clone() if t.is_inference() else t for t in (x, y))
+        self.x, self.num_classes, self.multilabel = x, num_classes, multilabel
+        if multilabel:
+            self.targets, self.known = positive_targets(y, num_classes, True, x.dtype), (y >= 0).to(x.dtype)
+        else:
+            self.targets = y.long()
+
+    def mean_objective(self, weight: torch.Tensor, bias: torch.Tensor, weight_decay: float) -> torch.Tensor:
+        logits = self.x @ weight.T + bias
+        if self.multilabel:
+            bce = F.binary_cross_entropy_with_logits(logits, self.targets, reduction="none")
+            data = (bce * self.known).sum() / len(self.x)
+        else:
+            data = F.cross_entropy(logits, self.targets)
+        return data + weight_decay / (2 * len(self.x)) * weight.square().sum()
+
+    def solve(self, weight_decay: float, init: Solution | None = None, max_iter: int = 100,
+              tol: float = 1e-6, history_size: int = 20) -> tuple[Solution, int]:
+        """Minimiser (from zeros or ``init``) and the number of L-BFGS iterations it took."""
+        d = self.x.shape[1]
+        weight, bias = (self.x.new_zeros(self.num_classes, d), self.x.new_zeros(self.num_classes)) \
+            if init is None else (init[0].clone(), init[1].clone())
+        weight.requires_grad_(True)
+        bias.requires_grad_(True)
+        optimizer = torch.optim.LBFGS([weight, bias], lr=1, max_iter=max_iter, tolerance_grad=tol,
+                                      tolerance_change=1e-12, history_size=history_size,
+                                      line_search_fn="strong_wolfe")
+
+        def closure() -> torch.Tensor:
+            optimizer.zero_grad()
+            loss = self.mean_objective(weight, bias, weight_decay)
+            loss.backward()
+            return loss
+
+        with torch.enable_grad():
+            optimizer.step(closure)
+        return (weight.detach(), bias.detach()), optimizer.state[weight]["n_iter"]
+
+
+class LogisticRegression(ClosedFormMethod):
+    """``method=logreg``: the closed-form reference of the transfer protocol (Ericsson et al. 2021).
+
+    Weight decay ``lambda`` is scikit-learn's ``1 / C``: the minimiser of
+    ``sum_i CE_i + lambda / 2 * ||W||^2`` equals that of ``LogisticRegression(C=1/lambda)``
+    (lbfgs, multinomial, intercept unpenalised), whose objective is
+    ``C * sum_i CE_i + ||W||^2 / 2``. In SGD terms it is weight decay ``lambda / n`` on the
+    mean loss. This is the convention of the protocol's grid (its code sets ``C = 1 / wd``).
+
+    With a validation split and ``weight_decay: null``: fit on train for every value of
+    ``logspace(log10(grid_min), log10(grid_max), grid_size)`` (strongest first, each
+    warm-started from the previous solution), keep the value with the best validation
+    ``selection_metric`` (ties: the smallest), then refit on train+val with it (``refit``).
+    The val/* metrics of such a run are then on training data: the honest validation score
+    is ``selected["val_<metric>"]``. Without validation (``fit_on=trainval``) a fixed
+    ``weight_decay`` is required.
+    """
+
+    def __init__(self, name: str, weight_decay: float | None = None, grid_min: float = 1e-6,
+                 grid_max: float = 1e5, grid_size: int = 45, selection_metric: str | None = None,
+                 refit: bool = True, max_iter: int = 100, tol: float = 1e-6, history_size: int = 20,
+                 dtype: str = "float32", device: str = "auto"):
+        super().__init__(name, device)
+        if dtype not in DTYPES:
+            raise ValueError(f"logreg dtype={dtype!r}: choose one of {list(DTYPES)}")
+        if weight_decay is not None and weight_decay < 0:
+            raise ValueError(f"logreg weight_decay must be >= 0 (or null to select it), got {weight_decay}")
+        if not 0 < grid_min <= grid_max or grid_size < 1:
+            raise ValueError(f"logreg grid needs 0 < grid_min <= grid_max and grid_size >= 1; got "
+                             f"{grid_min}, {grid_max}, {grid_size}")
+        self.weight_decay, self.selection_metric, self.refit = weight_decay, selection_metric, refit
+        self.grid = np.logspace(np.log10(grid_min), np.log10(grid_max), grid_size)
+        self.solver = {"max_iter": max_iter, "tol": tol, "history_size": history_size}
+        self.dtype = DTYPES[dtype]
+
+    def _problem(self, data: Features, ctx: FitContext) -> LogisticProblem:
+        return LogisticProblem(data[0].to(self.dtype), data[1], ctx.num_classes, ctx.multilabel)
+
+    def _fit(self, problem: LogisticProblem, weight_decay: float, init: Solution | None = None,
+             warn: bool = True) -> tuple[Solution, bool]:
+        """Solution and whether L-BFGS reached ``tol`` within ``max_iter`` iterations."""
+        solution, iterations = problem.solve(weight_decay, init, **self.solver)
+        converged = iterations < self.solver["max_iter"]
+        if warn and not converged:
+            log.warning("logreg: weight_decay=%.3g stopped at max_iter=%d before reaching tol=%g",
+                        weight_decay, self.solver["max_iter"], self.solver["tol"])
+        return solution, converged
+
+    def solve(self, train: Features, val: Features | None, ctx: FitContext) -> LinearScorer:
+        if self.weight_decay is not None:
+            solution, _ = self._fit(self._problem(train, ctx), self.weight_decay)
+            self.selected = {"weight_decay": float(self.weight_decay)}
+            return LinearScorer(*solution)
+        if val is None:
+            raise ValueError("logreg selects weight decay on the validation split, but this run has "
+                             "none (fit_on=trainval): set method.weight_decay=<value>, e.g. the "
+                             "selected.weight_decay of a fit_on=train run")
+        wd, solution = self._select(train, val, ctx)
+        if self.refit:
+            trainval = (torch.cat([train[0], val[0]]), torch.cat([train[1], val[1]]))
+            solution, _ = self._fit(self._problem(trainval, ctx), wd, init=solution)
+        return LinearScorer(*solution)
+
+    def _select(self, train: Features, val: Features, ctx: FitContext) -> tuple[float, Solution]:
+        """Walk the grid from strong to weak regularisation; best validation score wins."""
+        allowed = (MAP11,) if ctx.multilabel else (TOP1, MEAN_PER_CLASS)
+        metric = self.selection_metric or allowed[0]
+        if metric not in allowed:
+            raise ValueError(f"logreg selection_metric={metric!r} does not apply to this task: "
+                             f"choose one of {allowed}")
+        problem, x_val = self._problem(train, ctx), val[0].to(self.dtype)
+        best, solution, unconverged = None, None, 0
+        for wd in sorted(self.grid, reverse=True):
+            solution, converged = self._fit(problem, float(wd), init=solution, warn=False)
+            unconverged += not converged
+            scores = x_val @ solution[0].T + solution[1]
+            values = classification_metrics(scores, val[1], ctx.num_classes, ctx.multilabel)
+            log.debug("logreg weight_decay=%.3g: val %s %.4f", wd, metric, values[metric])
+            if best is None or values[metric] >= best[1]:  # >= while lambda decreases: ties -> smallest
+                best = (float(wd), values[metric], solution)
+        if unconverged:
+            log.warning("logreg: %d of %d grid values stopped at max_iter=%d before reaching tol=%g",
+                        unconverged, len(self.grid), self.solver["max_iter"], self.solver["tol"])
+        wd, score, solution = best
+        self.selected = {"weight_decay": wd, f"val_{metric}": score}
+        log.info("logreg: selected weight_decay=%.3g (val %s %.4f)", wd, metric, score)
+        return wd, solution
