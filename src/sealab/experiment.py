@@ -76,8 +76,8 @@ def _fit_on_features(method: Method, features: SplitFeatures, dataset: DatasetBa
                         None if val is None else (normalizer(val[0]), val[1]), ctx)
     fit_seconds = time.perf_counter() - start
     classifier = nn.Sequential(normalizer, scorer).cpu().eval()
-    evaluated = {"test": test} if val is None else {"val": val, "test": test}
-    return classifier, fit_seconds, evaluate(classifier, evaluated, dataset)
+    evaluated = {"test": test} if val is None or method.val_metrics else {"val": val, "test": test}
+    return classifier, fit_seconds, {**method.val_metrics, **evaluate(classifier, evaluated, dataset)}
 
 
 def _fit_on_images(method: ImageMethod, dataset: ImageDataset, backbone: Backbone, cfg: DictConfig,
@@ -118,7 +118,8 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         if logger:
             logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
         ctx = FitContext(num_classes=dataset.num_classes, multilabel=dataset.multilabel, seed=cfg.seed,
-                         make_trainer=lambda **kw: instantiate(cfg.trainer, logger=logger, **kw))
+                         make_trainer=lambda **kw: instantiate(cfg.trainer, logger=logger, **kw),
+                         primary_metric=dataset.primary_metric)
         if on_images:
             classifier, fit_seconds, metrics = _fit_on_images(method, dataset, backbone, cfg, ctx)
         else:

@@ -25,6 +25,7 @@ class FitContext:
     multilabel: bool
     seed: int
     make_trainer: Callable[..., L.Trainer]
+    primary_metric: str | None = None  # the dataset's, e.g. for selecting on validation
 
 
 class Method(ABC):
@@ -32,10 +33,14 @@ class Method(ABC):
 
     ``val`` is the validation split for model selection; it is None when the method is
     refitted on train+val after selection. ``name`` is the row label in results tables.
+    A method that itself trains on ``val`` after selecting on it (logreg's refit) reports
+    the validation metrics it measured before in ``val_metrics`` ({"val/top1": ...}); the run
+    records those instead of scoring val with a classifier that has seen it.
     """
 
     def __init__(self, name: str):
         self.name = name
+        self.val_metrics: dict[str, float] = {}
 
     @abstractmethod
     def fit(self, train: Features, val: Features | None, ctx: FitContext) -> nn.Module: ...

@@ -141,7 +141,7 @@ def test_logreg_selects_best_val_weight_decay_and_refits_on_trainval(spread):
     assert val_acc[0] != best and (spread > 1 or val_acc.count(best) > 1)
     expected = min(wd for wd, acc in zip(grid, val_acc) if acc == best)
     assert method.selected["weight_decay"] == pytest.approx(expected)
-    assert method.selected["val_top1"] == pytest.approx(best)
+    assert method.val_metrics["val/top1"] == pytest.approx(best)
 
     refit = sklearn_logreg(torch.cat([train[0], val[0]]), torch.cat([train[1], val[1]]), expected)
     probs = torch.softmax(scorer(val[0]).double(), 1).numpy()
@@ -151,6 +151,13 @@ def test_logreg_selects_best_val_weight_decay_and_refits_on_trainval(spread):
 def test_logreg_without_val_needs_fixed_weight_decay(data):
     with pytest.raises(ValueError, match="method.weight_decay"):
         LogisticRegression("logreg").fit(data[0], None, ctx())
+
+
+def test_logreg_selects_on_the_datasets_primary_metric(data):
+    method = LogisticRegression("logreg", grid_size=3)
+    method.fit(data[0], data[1], ctx(primary_metric="mean_per_class"))
+    assert method.selected["selection_metric"] == "val/mean_per_class"
+    assert set(method.val_metrics) == {"val/top1", "val/mean_per_class"}
 
 
 def test_logreg_rejects_a_selection_metric_of_the_other_task(data):
@@ -166,6 +173,9 @@ def test_selected_weight_decay_lands_in_metrics_json(tmp_path, monkeypatch):
     written = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert written["selected"] == record["selected"]
     assert np.isclose(written["selected"]["weight_decay"], np.logspace(-6, 5, 3)).any()
+    # selected on the dataset's primary metric; val scores are those measured before the refit
+    assert written["selected"]["selection_metric"] == "val/top1"
+    assert {"val/top1", "val/mean_per_class", "test/top1"} <= written["metrics"].keys()
 
 
 # ---------------------------------------------------------------- knn

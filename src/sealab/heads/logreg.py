@@ -81,8 +81,8 @@ class LogisticRegression(ClosedFormMethod):
     ``logspace(log10(grid_min), log10(grid_max), grid_size)`` (strongest first, each
     warm-started from the previous solution), keep the value with the best validation
     ``selection_metric`` (ties: the smallest), then refit on train+val with it (``refit``).
-    The val/* metrics of such a run are then on training data: the honest validation score
-    is ``selected["val_<metric>"]``. Without validation (``fit_on=trainval``) a fixed
+    The run then reports the validation scores of the selected value measured before the
+    refit (``val_metrics``), not scores on data the final classifier was trained on. Without validation (``fit_on=trainval``) a fixed
     ``weight_decay`` is required.
     """
 
@@ -134,7 +134,7 @@ class LogisticRegression(ClosedFormMethod):
     def _select(self, train: Features, val: Features, ctx: FitContext) -> tuple[float, Solution]:
         """Walk the grid from strong to weak regularisation; best validation score wins."""
         allowed = (MAP11,) if ctx.multilabel else (TOP1, MEAN_PER_CLASS)
-        metric = self.selection_metric or allowed[0]
+        metric = self.selection_metric or ctx.primary_metric or allowed[0]
         if metric not in allowed:
             raise ValueError(f"logreg selection_metric={metric!r} does not apply to this task: "
                              f"choose one of {allowed}")
@@ -146,12 +146,14 @@ class LogisticRegression(ClosedFormMethod):
             scores = x_val @ solution[0].T + solution[1]
             values = classification_metrics(scores, val[1], ctx.num_classes, ctx.multilabel)
             log.debug("logreg weight_decay=%.3g: val %s %.4f", wd, metric, values[metric])
-            if best is None or values[metric] >= best[1]:  # >= while lambda decreases: ties -> smallest
-                best = (float(wd), values[metric], solution)
+            if best is None or values[metric] >= best[1][metric]:  # >= as lambda falls: ties -> smallest
+                best = (float(wd), values, solution)
         if unconverged:
             log.warning("logreg: %d of %d grid values stopped at max_iter=%d before reaching tol=%g",
                         unconverged, len(self.grid), self.solver["max_iter"], self.solver["tol"])
-        wd, score, solution = best
-        self.selected = {"weight_decay": wd, f"val_{metric}": score}
-        log.info("logreg: selected weight_decay=%.3g (val %s %.4f)", wd, metric, score)
+        wd, values, solution = best
+        self.selected = {"weight_decay": wd, "selection_metric": f"val/{metric}"}
+        if self.refit:  # val becomes training data: keep the scores measured before
+            self.val_metrics = {f"val/{name}": value for name, value in values.items()}
+        log.info("logreg: selected weight_decay=%.3g (val %s %.4f)", wd, metric, values[metric])
         return wd, solution
