@@ -25,8 +25,9 @@ METHODS = ("logreg", "knn", "ncm", "gda")
 C, D = 4, 16
 
 
-def ctx(multilabel: bool = False) -> FitContext:
-    return FitContext(num_classes=C, multilabel=multilabel, seed=0, make_trainer=None)
+def ctx(multilabel: bool = False, primary_metric: str | None = None) -> FitContext:
+    return FitContext(num_classes=C, multilabel=multilabel, seed=0, make_trainer=None,
+                      primary_metric=primary_metric)
 
 
 def blobs(n: int, seed: int, spread: float = 0.6, dim: int = D):
