@@ -98,6 +98,8 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     if cfg.fit_on not in FIT_ON:
         raise ValueError(f"fit_on={cfg.fit_on!r}: choose one of {FIT_ON}")
     L.seed_everything(cfg.seed, workers=True, verbose=False)
+    if cfg.num_threads:
+        torch.set_num_threads(cfg.num_threads)
     run_dir = Path(cfg.paths.output_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
 
