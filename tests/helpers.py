@@ -8,9 +8,13 @@ import subprocess
 import sys
 from pathlib import Path
 
+import torch
+import torch.nn.functional as F
 from hydra import compose, initialize_config_dir
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, open_dict
+
+from sealab.heads.linear import LinearHead
 
 REPO = Path(__file__).resolve().parents[1]
 CONF_DIR = REPO / "conf"
@@ -45,3 +49,14 @@ def metrics_files(root: Path) -> list[Path]:
 
 def read_metrics(path: Path) -> dict:
     return json.loads(path.read_text())
+
+
+def make_batch(b=12, d=16, c=5, seed=0, dtype=torch.float64):
+    """Unit-norm features, labels and a head with seeded N(0, 1) weights (lamda 0.1, delta 0.2)."""
+    gen = torch.Generator().manual_seed(seed)
+    x = F.normalize(torch.randn(b, d, generator=gen, dtype=dtype), dim=1)
+    y = torch.randint(0, c, (b,), generator=gen)
+    head = LinearHead(d, c, lamda=0.1, delta=0.2).to(dtype)
+    with torch.no_grad():
+        head.weight.copy_(torch.randn(c, d, generator=gen, dtype=dtype))
+    return x, y, head

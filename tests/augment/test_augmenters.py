@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from helpers import compose_train, metrics_files, read_metrics, run_train
+from helpers import compose_train, make_batch, metrics_files, read_metrics, run_train
 from hydra.utils import instantiate
 
 from sealab.augment.isda import ISDA, ClassCovariance
@@ -20,6 +20,8 @@ from sealab.augment.step import GradientStep
 from sealab.heads.linear import LinearHead
 from sealab.methods import FitContext
 from sealab.modules.probe import LinearProbe
+
+make_batch = partial(make_batch, c=4)  # four classes unless a test says otherwise
 
 C, D = 5, 32
 # config name -> augmenter with hyper-parameters that suit unit-norm 32-d blobs
@@ -44,16 +46,6 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
-
-
-def make_batch(b=12, d=16, c=4, seed=0, dtype=torch.float64):
-    gen = torch.Generator().manual_seed(seed)
-    x = F.normalize(torch.randn(b, d, generator=gen, dtype=dtype), dim=1)
-    y = torch.randint(0, c, (b,), generator=gen)
-    head = LinearHead(d, c, lamda=0.1, delta=0.2).to(dtype)
-    with torch.no_grad():
-        head.weight.copy_(torch.randn(c, d, generator=gen, dtype=dtype))
-    return x, y, head
 
 
 def blobs(n, seed):

@@ -4,21 +4,12 @@ import lightning as L
 import pytest
 import torch
 import torch.nn.functional as F
+from helpers import make_batch
 
 from sealab.augment.sea import SeA
 from sealab.heads.linear import LinearHead
 from sealab.methods import FitContext
 from sealab.modules.probe import LinearProbe
-
-
-def make_batch(b=12, d=16, c=5, seed=0, dtype=torch.float64):
-    gen = torch.Generator().manual_seed(seed)
-    x = F.normalize(torch.randn(b, d, generator=gen, dtype=dtype), dim=1)
-    y = torch.randint(0, c, (b,), generator=gen)
-    head = LinearHead(d, c, lamda=0.1, delta=0.2).to(dtype)
-    with torch.no_grad():
-        head.weight.copy_(torch.randn(c, d, generator=gen, dtype=dtype))
-    return x, y, head
 
 
 def autograd_input_grad(head, x, y):
