@@ -163,6 +163,10 @@ def test_same_class_multilabel_partners_share_a_label():
     partners = SameClassSeA().partners(y)
     expected = torch.tensor([[0, 1, 0, 0], [1, 0, 1, 0], [0, 1, 0, 0], [0, 0, 0, 0]], dtype=torch.bool)
     assert torch.equal(partners, expected)
+    # an ignored (-1, VOC "difficult") entry is not a shared label
+    y_ignored = torch.tensor([[-1, 0, 0], [-1, 0, 1], [0, 0, 1]])
+    expected = torch.tensor([[0, 0, 0], [0, 0, 1], [0, 1, 0]], dtype=torch.bool)
+    assert torch.equal(SameClassSeA().partners(y_ignored), expected)
 
 
 def test_same_class_has_no_faithful_mode():

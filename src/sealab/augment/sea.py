@@ -59,8 +59,9 @@ class SameClassSeA(SeA):
         super().__init__(eta, alpha, mode)
 
     def partners(self, y: torch.Tensor) -> torch.Tensor:
-        if y.ndim == 2:  # multi-hot
-            same = (y.float() @ y.float().T) > 0
+        if y.ndim == 2:  # multi-hot; -1 ("difficult", ignored) is not a label the two share
+            positive = (y > 0).float()
+            same = (positive @ positive.T) > 0
         else:
             same = y[:, None] == y[None, :]
         return same & super().partners(y)
