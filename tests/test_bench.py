@@ -2,7 +2,12 @@
 
 import json
 import math
+import os
+import subprocess
+import sys
+import time
 
+import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -10,6 +15,7 @@ from torch import nn
 from sealab.augment.sea import SeA
 from sealab.bench import plain_loops
 from sealab.bench.cli import TARGETS, main
+from sealab.bench.contention import PROC_STAT, OtherProcessesShare
 from sealab.bench.measure import VARIANTS
 from sealab.heads.linear import LinearHead
 
@@ -43,6 +49,8 @@ def test_quick_bench_writes_every_field(tmp_path):
                     / results["seconds_per_epoch"][target["denominator"]])
         assert math.isclose(target["ratio"], expected)
     assert not list(out.parent.glob(".*.tmp"))  # the atomic write left no temp file
+    share = results["machine"]["other_processes_cpu_share"]
+    assert share is None or 0 <= share <= 1
 
 
 def test_published_loop_direction_is_sea_faithful():
@@ -58,3 +66,14 @@ def test_published_loop_direction_is_sea_faithful():
     with torch.no_grad():
         ours, _ = SeA(eta=plain_loops.ETA, alpha=plain_loops.ALPHA, mode="faithful").augment(x, y, head)
     torch.testing.assert_close(published, ours)
+
+
+@pytest.mark.skipif(not PROC_STAT.exists(), reason="needs Linux /proc/stat")
+def test_a_competing_process_is_seen():
+    """A child spinning for a second while we sleep is another process using a whole core."""
+    spin = "import time\nend = time.perf_counter() + 1.0\nwhile time.perf_counter() < end: pass"
+    with OtherProcessesShare() as others:
+        child = subprocess.Popen([sys.executable, "-c", spin])
+        time.sleep(1.0)
+        child.wait()
+    assert others.share > 0.5 / os.cpu_count()

@@ -15,11 +15,12 @@ import torch
 from rich.console import Console
 from rich.table import Table
 
+from sealab.bench.contention import OtherProcessesShare
 from sealab.bench.measure import QUICK, Setup, measure
 from sealab.features.cache import atomic_write_json
 from sealab.report import git_sha
 
-BUSY_LOAD = 0.5  # per core; above this the machine was shared while measuring
+BUSY_SHARE = 0.1  # of all cores used by other processes: above this, timings are unreliable
 DEFAULT_OUT = Path(__file__).resolve().parents[3] / "bench" / "results.json"
 
 
@@ -40,17 +41,12 @@ TARGETS = (
 )
 
 
-def _load_per_core() -> float:
-    """1-minute load average per core: other processes on the machine skew every timing."""
-    return os.getloadavg()[0] / (os.cpu_count() or 1) if hasattr(os, "getloadavg") else float("nan")
-
-
 def _measured(rounds: list[list[float]]) -> list[float]:
     return [s for epochs in rounds for s in epochs[1:]]  # every round's warm-up left out
 
 
 def summarise(setup: Setup, seconds: dict[str, list[list[float]]], quick: bool,
-              load: tuple[float, float]) -> dict:
+              other_share: float | None) -> dict:
     per_epoch = {name: statistics.median(_measured(rounds)) for name, rounds in seconds.items()}
     targets = {}
     for t in TARGETS:
@@ -64,7 +60,7 @@ def summarise(setup: Setup, seconds: dict[str, list[list[float]]], quick: bool,
         "targets": targets,
         "machine": {"platform": platform.platform(), "processor": platform.processor(),
                     "cpu_count": os.cpu_count(), "torch": torch.__version__,
-                    "load_per_core_before": load[0], "load_per_core_after": load[1]},
+                    "other_processes_cpu_share": other_share},
         "git_sha": git_sha(),
         "measured_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
@@ -88,11 +84,10 @@ def print_results(results: dict, console: Console) -> None:
         verdicts.add_row(f"{name}: {t['numerator']} / {t['denominator']}", f"{t['ratio']:.3f}",
                          f"<= {t['limit']:.2f}", "PASS" if t["pass"] else "FAIL")
     console.print(verdicts)
-    machine = results["machine"]
-    busiest = max(machine["load_per_core_before"], machine["load_per_core_after"])
-    if busiest > BUSY_LOAD:
-        console.print(f"[yellow]warning: load average {busiest:.1f} per core while measuring: other "
-                      "processes competed for the CPU, so these timings are unreliable[/yellow]")
+    share = results["machine"]["other_processes_cpu_share"]
+    if share is not None and share > BUSY_SHARE:
+        console.print(f"[yellow]warning: other processes used {share:.0%} of the CPU while measuring: "
+                      "these timings are unreliable, measure again on a quiet machine[/yellow]")
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -103,9 +98,9 @@ def main(argv: list[str] | None = None) -> dict:
     args = parser.parse_args(argv)
     setup = QUICK if args.quick else Setup()
     logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)  # no banner per fit
-    load_before = _load_per_core()
-    seconds = measure(setup)
-    results = summarise(setup, seconds, args.quick, (load_before, _load_per_core()))
+    with OtherProcessesShare() as others:
+        seconds = measure(setup)
+    results = summarise(setup, seconds, args.quick, others.share)
     console = Console()
     print_results(results, console)
     args.out.parent.mkdir(parents=True, exist_ok=True)
