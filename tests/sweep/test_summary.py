@@ -55,3 +55,11 @@ def test_selection_uses_validation_never_test(tmp_path):
     assert table.loc["sea", "a/bb"] == "90.00 (method.augmenter.eta=0.3)"
     assert table.loc["linear", "a/bb"] == "80.00"
     assert "eta=0.8" not in markdown
+
+
+def test_override_keys_can_become_columns(tmp_path):
+    for seed, (norm, value) in enumerate([("l2", 0.6), ("center_l2", 0.9), ("l2", 0.7)]):
+        write_run(tmp_path, str(seed), "a", "sea", seed, value, [f"norm={norm}", "method.augmenter.eta=0.3"])
+    table = results_table(collect(tmp_path), columns_by=("norm",))
+    assert list(table.columns) == ["a/bb norm=center_l2", "a/bb norm=l2"]
+    assert table.loc["sea (method.augmenter.eta=0.3)", "a/bb norm=l2"] == "65.00 ± 7.07"

@@ -16,12 +16,23 @@ from sealab.features.cache import atomic_write_bytes
 KEYS = ["dataset", "backbone", "method", "seed"]
 # Overrides that name a table cell already, or do not change results.
 NOT_A_VARIANT = ("dataset=", "backbone=", "method=", "seed=", "trainer.enable_progress_bar=",
+                 "experiment=", "hparams_search=", "num_threads=", "debug=",
                  "logger=", "paths.", "hydra.", "extract.")
 
 
-def variant(overrides: list[str]) -> str:
-    """What else the run changed (e.g. ``method.augmenter.eta=0.3``): part of its row label."""
-    return ", ".join(o for o in overrides if not o.lstrip("+~").startswith(NOT_A_VARIANT))
+def variant(overrides: list[str], exclude: tuple[str, ...] = ()) -> str:
+    """What else the run changed (e.g. ``method.augmenter.eta=0.3``): part of its row label.
+    Overrides of the keys in ``exclude`` are left out (they label columns instead)."""
+    skip = NOT_A_VARIANT + tuple(f"{key}=" for key in exclude)
+    return ", ".join(o for o in overrides if not o.lstrip("+~").startswith(skip))
+
+
+def override_value(overrides: list[str], key: str) -> str | None:
+    for override in overrides:
+        name, _, value = override.lstrip("+~").partition("=")
+        if name == key:
+            return value
+    return None
 
 
 def collect(root: str | Path) -> pd.DataFrame:
@@ -30,9 +41,8 @@ def collect(root: str | Path) -> pd.DataFrame:
     for path in sorted(Path(root).rglob("metrics.json")):
         record = json.loads(path.read_text())
         row = {k: record[k] for k in KEYS}
-        extra = variant(record.get("overrides", []))
-        row["variant"] = extra
-        row["row"] = f"{record['method']} ({extra})" if extra else record["method"]
+        row["overrides"] = record.get("overrides", [])
+        row["variant"] = variant(row["overrides"])
         row.update(record["metrics"])
         val_metric = record["primary_metric"].replace("test/", "val/", 1)
         row.update(primary_metric=record["primary_metric"],
@@ -45,9 +55,18 @@ def collect(root: str | Path) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def results_table(runs: pd.DataFrame) -> pd.DataFrame:
-    """Rows: methods. Columns: dataset/backbone. Cells: primary test metric in %, mean +- std over seeds."""
-    grouped = runs.groupby(["row", "dataset", "backbone"])["primary"]
+def results_table(runs: pd.DataFrame, columns_by: tuple[str, ...] = ()) -> pd.DataFrame:
+    """Rows: methods with what else they changed. Columns: dataset/backbone, plus the values of
+    the override keys in ``columns_by`` (e.g. ``norm``). Cells: primary test metric in %,
+    mean +- std over seeds."""
+    runs = runs.copy()
+    extras = [variant(o, columns_by) for o in runs["overrides"]]
+    runs["row"] = [f"{m} ({e})" if e else m for m, e in zip(runs["method"], extras)]
+    runs["column"] = runs["dataset"] + "/" + runs["backbone"]
+    for key in columns_by:
+        runs["column"] += [f" {key}={v}" if v is not None else "" for v in
+                           (override_value(o, key) for o in runs["overrides"])]
+    grouped = runs.groupby(["row", "column"])["primary"]
     stats = grouped.agg(["mean", "std", "count"]).reset_index()
 
     def cell(row: pd.Series) -> str:
@@ -57,7 +76,6 @@ def results_table(runs: pd.DataFrame) -> pd.DataFrame:
         return text
 
     stats["cell"] = stats.apply(cell, axis=1)
-    stats["column"] = stats["dataset"] + "/" + stats["backbone"]
     table = stats.pivot(index="row", columns="column", values="cell")
     table.index.name = "method"
     table.columns.name = None
@@ -86,14 +104,16 @@ def to_markdown(table: pd.DataFrame) -> str:
     return "\n".join(lines) + "\n"
 
 
-def summarize(root: str | Path, select: bool = False) -> tuple[pd.DataFrame, str]:
+def summarize(root: str | Path, select: bool = False,
+              columns_by: tuple[str, ...] = ()) -> tuple[pd.DataFrame, str]:
     """Write ``runs.csv`` and ``summary.md`` into ``root``; return the table and its Markdown.
 
-    ``select``: one row per method, its variant chosen on validation (see select_on_validation).
+    ``select``: one row per method, its variant chosen on validation (see select_on_validation);
+    otherwise ``columns_by`` override keys become columns (see results_table).
     """
     root = Path(root)
     runs = collect(root)
-    table = select_on_validation(runs) if select else results_table(runs)
+    table = select_on_validation(runs) if select else results_table(runs, columns_by)
     markdown = to_markdown(table)
     atomic_write_bytes(root / "runs.csv", lambda p: runs.to_csv(p, index=False))
     atomic_write_bytes(root / "summary.md", lambda p: p.write_text(markdown))
@@ -105,8 +125,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("root", help="sweep folder (or any folder above sealab run dirs)")
     parser.add_argument("--select", action="store_true",
                         help="one row per method: the variant with the best validation score")
+    parser.add_argument("--columns-by", nargs="+", default=(), metavar="KEY",
+                        help="override keys whose values become columns, e.g. norm")
     args = parser.parse_args(argv)
-    _, markdown = summarize(args.root, select=args.select)
+    _, markdown = summarize(args.root, select=args.select, columns_by=tuple(args.columns_by))
     print(markdown, end="")
     print(f"(primary test metric in %; rows written to {Path(args.root) / 'runs.csv'})")
 
