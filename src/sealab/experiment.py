@@ -17,7 +17,7 @@ from torch import nn
 
 from sealab.backbones.base import Backbone
 from sealab.data.base import SPLITS, DatasetBase, ImageDataset, PrecomputedFeatures
-from sealab.features.cache import atomic_write_bytes, atomic_write_json
+from sealab.fileio import atomic_write_bytes, atomic_write_json
 from sealab.features.extract import run_model
 from sealab.features.store import SplitFeatures, load_split_features
 from sealab.heads.normalize import FeatureNormalizer

@@ -9,7 +9,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from sealab.features.cache import atomic_write_json
+from sealab.fileio import atomic_write_json
 
 
 def git_sha() -> str | None:

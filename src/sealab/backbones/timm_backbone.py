@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 from typing import Any
 
@@ -12,16 +11,9 @@ from torchvision.transforms import v2
 
 from sealab.backbones.base import Backbone
 from sealab.backbones.checkpoint import load_backbone_checkpoint
+from sealab.fileio import file_sha256
 
 PREPROCESSING = ("protocol", "timm")
-
-
-def _file_digest(path: Path) -> str:
-    sha = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            sha.update(block)
-    return sha.hexdigest()
 
 
 class TimmBackbone(Backbone):
@@ -86,7 +78,7 @@ class TimmBackbone(Backbone):
     def identity(self) -> dict[str, Any]:
         if self.checkpoint:
             weights = {"checkpoint": str(self.checkpoint.resolve()),
-                       "sha256": _file_digest(self.checkpoint)}
+                       "sha256": file_sha256(self.checkpoint)}
         elif self.pretrained:
             weights = {"pretrained": self.model.pretrained_cfg.get("tag") or "default"}
         else:

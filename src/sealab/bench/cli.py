@@ -17,7 +17,7 @@ from rich.table import Table
 
 from sealab.bench.contention import OtherProcessesShare
 from sealab.bench.measure import QUICK, Setup, measure
-from sealab.features.cache import atomic_write_json
+from sealab.fileio import atomic_write_json
 from sealab.report import git_sha
 
 BUSY_SHARE = 0.1  # of all cores used by other processes: above this, timings are unreliable

@@ -9,13 +9,13 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
-import tempfile
 from pathlib import Path
 from typing import Any, Callable
 
 import torch
 from filelock import FileLock
+
+from sealab.fileio import atomic_write_bytes, atomic_write_json, file_sha256
 
 log = logging.getLogger(__name__)
 
@@ -28,30 +28,6 @@ Features = tuple[torch.Tensor, torch.Tensor]
 def cache_key(identity: dict[str, Any]) -> str:
     payload = json.dumps({"format": FEATURE_FORMAT_VERSION, **identity}, sort_keys=True, default=str)
     return hashlib.sha256(payload.encode()).hexdigest()[:24]
-
-
-def file_sha256(path: Path) -> str:
-    sha = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 22), b""):
-            sha.update(block)
-    return sha.hexdigest()
-
-
-def atomic_write_bytes(path: Path, write: Callable[[Path], None]) -> None:
-    """Let ``write`` fill a temp file beside ``path``, then rename it into place."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        write(Path(tmp))
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-
-
-def atomic_write_json(path: Path, obj: Any) -> None:
-    atomic_write_bytes(path, lambda p: p.write_text(json.dumps(obj, indent=2, default=str) + "\n"))
 
 
 class FeatureCache:

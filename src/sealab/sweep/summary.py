@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from sealab.features.cache import atomic_write_bytes
+from sealab.fileio import atomic_write_bytes
 
 KEYS = ["dataset", "backbone", "method", "seed"]
 # Overrides that name a table cell already, or do not change results.
