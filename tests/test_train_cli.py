@@ -31,7 +31,7 @@ def test_quickstart_shows_sea_beating_the_published_step(tmp_path):
     run_train(tmp_path, "experiment=quickstart")
     run_train(tmp_path, "method=sea")  # published eta=0.8: collapses on these features
     tuned, published = (read_metrics(p) for p in metrics_files(tmp_path / "outputs"))
-    assert tuned["config"]["method"]["augmenter"]["eta"] == 0.6
+    assert tuned["config"]["method"]["augmenter"]["eta"] == 0.3
     assert tuned["metrics"]["test/top1"] > 0.95
     assert tuned["metrics"]["test/top1"] > published["metrics"]["test/top1"] + 0.1
 
