@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 from helpers import make_batch
 
-from sealab.augment.sea import SeA
+from sealab.augment.sea import SeA, gradient_dots
 from sealab.heads.linear import LinearHead
 from sealab.methods import FitContext
 from sealab.modules.probe import LinearProbe
@@ -60,6 +60,15 @@ def test_direction_weights_use_the_autograd_gradient(mode):
     scores = g_hat @ x.T / sea.alpha
     scores.fill_diagonal_(float("-inf"))
     torch.testing.assert_close(sea.direction_weights(x, y, head), torch.softmax(scores, dim=1))
+
+
+@pytest.mark.parametrize("reduction", ["mean", "sum"])
+def test_gradient_dots_equal_products_of_the_autograd_gradient(reduction):
+    x, y, head = make_batch(b=9, d=20)
+    grad = autograd_input_grad(head, x, y) * (len(x) if reduction == "sum" else 1)
+    dots, norms = gradient_dots(head, x, y, reduction)
+    torch.testing.assert_close(dots, grad @ x.T)
+    torch.testing.assert_close(norms, grad.norm(dim=1))
 
 
 def test_faithful_matches_published_update_float32():

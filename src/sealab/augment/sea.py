@@ -5,11 +5,25 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from sealab.augment.step import SpanStep, unit_gradient
+from sealab.augment.step import SpanStep
 from sealab.heads.linear import LinearHead
 
 MODES = ("clean", "faithful")
 PUBLISHED_EPS = 1e-12  # F.normalize's default, as the reference code uses it
+
+
+def gradient_dots(head: LinearHead, x: torch.Tensor, y: torch.Tensor,
+                  reduction: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(g_i . x_j)`` (B x B) and ``||g_i||`` (B) for ``g = d loss / d x``, without forming ``g``.
+
+    With ``r = d loss / d logits`` (B x C) and ``g_i = W^T r_i``: ``g_i . x_j = r_i . (W x_j)``
+    reuses the logits, and ``||g_i||^2 = r_i^T (W W^T) r_i`` needs only the C x C Gram matrix,
+    which saves the two B x d products of the direct route (about 40% of a SeA step).
+    """
+    logits = head(x)
+    r = head.logit_grad(logits, y, reduction)
+    norms = ((r @ (head.weight @ head.weight.T)) * r).sum(dim=1).clamp_min(0).sqrt()
+    return r @ logits.T, norms
 
 
 class SeA(SpanStep):
@@ -30,13 +44,14 @@ class SeA(SpanStep):
         self.alpha, self.mode = alpha, mode
 
     def scores(self, x: torch.Tensor, y: torch.Tensor, head: LinearHead) -> torch.Tensor:
-        return unit_gradient(head, x, y) @ x.T / self.alpha
+        dots, norms = gradient_dots(head, x, y, reduction="sum")
+        return dots / norms.clamp_min(torch.finfo(x.dtype).tiny)[:, None] / self.alpha
 
     def direction_weights(self, x: torch.Tensor, y: torch.Tensor, head: LinearHead) -> torch.Tensor:
         if self.mode == "clean":
             return super().direction_weights(x, y, head)
-        g_hat = F.normalize(head.input_grad(x, y), dim=1, eps=PUBLISHED_EPS)
-        q = torch.softmax(g_hat @ x.T / self.alpha, dim=1)
+        dots, norms = gradient_dots(head, x, y, reduction="mean")
+        q = torch.softmax(dots / norms.clamp_min(PUBLISHED_EPS)[:, None] / self.alpha, dim=1)
         q = q - torch.diag_embed(torch.diagonal(q))
         return q / q.sum(dim=1, keepdim=True)
 
@@ -64,7 +79,7 @@ class SameClassSeA(SeA):
             same = (positive @ positive.T) > 0
         else:
             same = y[:, None] == y[None, :]
-        return same & super().partners(y)
+        return same & ~torch.eye(len(y), dtype=torch.bool, device=y.device)
 
 
 class RandomSpan(SpanStep):

@@ -63,17 +63,32 @@ class SpanStep(DirectionStep):
         """B x B logits of the weights; only partner entries are used."""
         raise NotImplementedError
 
-    def partners(self, y: torch.Tensor) -> torch.Tensor:
-        """B x B bool: may example ``j`` contribute to the direction of example ``i``?"""
-        return ~torch.eye(len(y), dtype=torch.bool, device=y.device)
+    def partners(self, y: torch.Tensor) -> torch.Tensor | None:
+        """B x B bool: may example ``j`` contribute to the direction of example ``i``?
+        None means every ``j != i`` (the common case, without building a mask)."""
+        return None
 
-    def direction_weights(self, x: torch.Tensor, y: torch.Tensor, head: LinearHead) -> torch.Tensor:
-        """``q`` (B x B): rows sum to 1 over partners (0 elsewhere), or are all 0 without any."""
-        allowed = self.partners(y)
+    @staticmethod
+    def weights(scores: torch.Tensor, allowed: torch.Tensor | None) -> torch.Tensor:
+        """Softmax of ``scores`` over each row's partners; a row without any gets zeros."""
+        if allowed is None:
+            if len(scores) < 2:
+                return torch.zeros_like(scores)
+            return torch.softmax(scores.fill_diagonal_(float("-inf")), dim=1)
         alone = ~allowed.any(dim=1, keepdim=True)
-        scores = self.scores(x, y, head).masked_fill(~allowed, float("-inf"))
+        scores = scores.masked_fill(~allowed, float("-inf"))
         # An all -inf row would give 0/0 = NaN: give it finite scores, then zero weights.
         return torch.softmax(scores.masked_fill(alone, 0.0), dim=1).masked_fill(alone, 0.0)
 
+    def direction_weights(self, x: torch.Tensor, y: torch.Tensor, head: LinearHead) -> torch.Tensor:
+        """``q`` (B x B): rows sum to 1 over partners (0 elsewhere), or are all 0 without any."""
+        return self.weights(self.scores(x, y, head), self.partners(y))
+
     def direction(self, x, y, head):
-        return F.normalize(self.direction_weights(x, y, head) @ x, dim=1), self.partners(y).any(dim=1)
+        allowed = self.partners(y)
+        q = self.weights(self.scores(x, y, head), allowed)
+        if allowed is not None:
+            moved = allowed.any(dim=1)
+        else:  # every row moves, unless the batch has a single example
+            moved = None if len(x) > 1 else torch.zeros(len(x), dtype=torch.bool, device=x.device)
+        return F.normalize(q @ x, dim=1), moved
