@@ -91,6 +91,7 @@ class LinearProbe(Method):
         module = LinearProbeModule(head, self.augmenter, self.optimizer, self.scheduler)
         data = FeatureDataModule(train, val, batch_size=self.batch_size,
                                  drop_last=self.drop_last, seed=ctx.seed)
-        trainer = ctx.make_trainer(max_epochs=self.epochs, limit_val_batches=1.0 if val else 0)
+        # Without a validation split, switch the validation loop off (and its warning).
+        trainer = ctx.make_trainer(max_epochs=self.epochs, **({} if val else {"limit_val_batches": 0}))
         trainer.fit(module, datamodule=data)
         return head.cpu().eval()
