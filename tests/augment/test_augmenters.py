@@ -202,6 +202,21 @@ def test_mixup_mixes_features_and_targets_with_the_same_weight():
     assert (soft.diagonal() < 1).any(), "some rows must actually be mixed"
 
 
+def test_mixup_keeps_ignored_multilabel_entries_ignored():
+    x, _, _ = make_batch(b=6, d=8)
+    head = LinearHead(8, 3, multilabel=True).to(x.dtype)
+    y = torch.tensor([[1, 0, -1], [0, 1, 0], [1, 1, 0], [0, 0, 1], [-1, 0, 0], [1, 0, 0]], dtype=x.dtype)
+    torch.manual_seed(0)
+    _, soft = Mixup(alpha=0.4).augment(x, y, head)
+    torch.manual_seed(0)  # the same draws: weights, then the partner permutation
+    lam = torch.distributions.Beta(torch.tensor(0.4, dtype=x.dtype), torch.tensor(0.4, dtype=x.dtype)).sample((6, 1))
+    partner = torch.randperm(6)
+    expected = lam * y + (1 - lam) * y[partner]
+    ignored = (y < 0) | (y[partner] < 0)
+    expected[ignored] = -1
+    assert ignored.any() and torch.equal(soft, expected)
+
+
 def test_isda_estimator_equals_per_class_mean_and_biased_covariance():
     gen = torch.Generator().manual_seed(0)
     x = torch.randn(90, 6, generator=gen, dtype=torch.float64)
