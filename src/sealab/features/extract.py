@@ -24,9 +24,10 @@ class Transformed(Dataset):
         return self.transform(image), torch.as_tensor(target)
 
 
-def resolve_device(device: str) -> torch.device:
+def resolve_device(device: str, fallback: torch.device | str = "cpu") -> torch.device:
+    """``auto``: CUDA when available, else ``fallback``; anything else as named."""
     if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        return torch.device("cuda") if torch.cuda.is_available() else torch.device(fallback)
     return torch.device(device)
 
 

@@ -10,14 +10,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from sealab.data.base import check_labels
+from sealab.features.extract import resolve_device
 from sealab.methods import Features, FitContext, Method
-
-
-def resolve_device(device: str, like: torch.Tensor) -> torch.device:
-    """``auto``: CUDA when available, else wherever the features already are."""
-    if device == "auto":
-        return torch.device("cuda") if torch.cuda.is_available() else like.device
-    return torch.device(device)
 
 
 def check_features(data: Features, ctx: FitContext, split: str) -> None:
@@ -99,7 +93,7 @@ class ClosedFormMethod(Method):
             check_features(val, ctx, "val")
             if val[0].shape[1] != train[0].shape[1]:
                 raise ValueError(f"val features have {val[0].shape[1]} dims, train {train[0].shape[1]}")
-        device = resolve_device(self.device, train[0])
+        device = resolve_device(self.device, fallback=train[0].device)  # else where the features are
         self.selected = {}
         return self.solve(_to(train, device), _to(val, device), ctx).cpu().eval()
 
