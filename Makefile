@@ -25,7 +25,7 @@ test-all: $(STAMP)
 	$(BIN)/python -m pytest -q -m "slow or not slow" $(ARGS)
 
 bench: $(STAMP)
-	$(BIN)/python -m sealab.bench $(ARGS)
+	$(BIN)/python -m sealab.bench --out bench/results.json $(ARGS)
 
 clean:
 	rm -rf $(VENV) outputs .pytest_cache

@@ -10,20 +10,22 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from hydra import compose, initialize_config_dir
+from hydra import compose, initialize_config_module
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, open_dict
 
 from sealab.heads.linear import LinearHead
+from sealab.train import CONFIG_MODULE
 
 REPO = Path(__file__).resolve().parents[1]
-CONF_DIR = REPO / "conf"
+CONF_DIR = REPO / "conf"  # the repository's conf/, for tests that go over its files
 QUIET = ["trainer.enable_progress_bar=false"]
 
 
 def compose_train(overrides: list[str], output_dir: Path | None = None) -> DictConfig:
     """The config ``sealab-train <overrides>`` would run, with ``hydra:`` interpolations usable."""
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+    # From the packaged configs (pkg://sealab.conf), as sealab-train composes them.
+    with initialize_config_module(config_module=CONFIG_MODULE, version_base="1.3"):
         cfg = compose("train", overrides=overrides, return_hydra_config=True)
     with open_dict(cfg):
         cfg.hydra.runtime.output_dir = str(output_dir or Path.cwd())

@@ -21,7 +21,17 @@ from sealab.fileio import atomic_write_json
 from sealab.report import git_sha
 
 BUSY_SHARE = 0.1  # of all cores used by other processes: above this, timings are unreliable
-DEFAULT_OUT = Path(__file__).resolve().parents[3] / "bench" / "results.json"
+CHECKOUT_OUT = Path("bench") / "results.json"  # where `make bench` writes in a source checkout
+INSTALLED_OUT = Path("sealab-bench.json")
+
+
+def default_out(cwd: Path | None = None) -> Path:
+    """Where results go without --out: bench/results.json when started at the top of a sealab
+    source checkout, else sealab-bench.json in the current directory; never next to the
+    installed package (site-packages)."""
+    cwd = Path.cwd() if cwd is None else cwd
+    checkout = (cwd / "pyproject.toml").is_file() and (cwd / "src" / "sealab").is_dir() and (cwd / "bench").is_dir()
+    return cwd / (CHECKOUT_OUT if checkout else INSTALLED_OUT)
 
 
 @dataclass(frozen=True)
@@ -94,8 +104,12 @@ def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(prog="python -m sealab.bench", description=__doc__)
     parser.add_argument("--quick", action="store_true",
                         help=f"smoke test: n={QUICK.n}, {QUICK.rounds} round of {QUICK.epochs} epoch")
-    parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="results JSON (default: %(default)s)")
+    parser.add_argument("--out", type=Path, default=None,
+                        help=f"results JSON (default: {CHECKOUT_OUT} at the top of a source checkout, "
+                             f"else {INSTALLED_OUT} in the current directory)")
     args = parser.parse_args(argv)
+    if args.out is None:
+        args.out = default_out()
     setup = QUICK if args.quick else Setup()
     logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)  # no banner per fit
     with OtherProcessesShare() as others:

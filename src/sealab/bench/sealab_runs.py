@@ -7,11 +7,11 @@ import time
 
 import lightning as L
 import torch
-from hydra import compose, initialize_config_dir
+from hydra import compose, initialize_config_module
 from hydra.utils import instantiate
 
 from sealab.methods import FitContext
-from sealab.train import CONFIG_DIR
+from sealab.train import CONFIG_MODULE
 
 
 class EpochTimer(L.Callback):
@@ -36,7 +36,7 @@ def sealab_epoch_seconds(method: str, x: torch.Tensor, y: torch.Tensor, num_clas
                          batch_size: int, epochs: int) -> list[float]:
     """Train ``method=<method>`` as sealab-train would (trainer from conf/trainer/default.yaml,
     without logger and progress bar) and return the seconds of each epoch."""
-    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+    with initialize_config_module(config_module=CONFIG_MODULE, version_base="1.3"):
         cfg = compose("train", overrides=[f"method={method}", f"method.epochs={epochs}",
                                           f"method.batch_size={batch_size}"])
     timer = EpochTimer()

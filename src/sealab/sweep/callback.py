@@ -8,13 +8,15 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
-from sealab.sweep.summary import summarize
-
 log = logging.getLogger(__name__)
 
 
 class SweepSummary(Callback):
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        # Imported here: Hydra instantiates this callback before every run and sweep, and
+        # the summary pulls in pandas, which only the end of a multirun needs.
+        from sealab.sweep.summary import summarize
+
         root = config.hydra.sweep.dir
         try:
             _, markdown = summarize(root)

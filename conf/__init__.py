@@ -1,0 +1,1 @@
+# Hydra's config package: sealab-train composes from pkg://sealab.conf (see pyproject.toml).
