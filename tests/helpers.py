@@ -15,6 +15,8 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, open_dict
 
 from sealab.heads.linear import LinearHead
+from sealab.methods.base import FitContext
+from sealab.task import MultiClass, make_task
 from sealab.train import CONFIG_MODULE
 
 REPO = Path(__file__).resolve().parents[1]
@@ -58,7 +60,17 @@ def make_batch(b=12, d=16, c=5, seed=0, dtype=torch.float64):
     gen = torch.Generator().manual_seed(seed)
     x = F.normalize(torch.randn(b, d, generator=gen, dtype=dtype), dim=1)
     y = torch.randint(0, c, (b,), generator=gen)
-    head = LinearHead(d, c, lamda=0.1, delta=0.2).to(dtype)
+    head = LinearHead(d, MultiClass(c), lamda=0.1, delta=0.2).to(dtype)
     with torch.no_grad():
         head.weight.copy_(torch.randn(c, d, generator=gen, dtype=dtype))
     return x, y, head
+
+
+def fit_context(num_classes: int = 3, multilabel: bool = False, seed: int = 0, callbacks=()) -> FitContext:
+    """What a run hands a method, on the CPU, with a quiet trainer."""
+    import lightning as L
+
+    return FitContext(task=make_task(num_classes, multilabel), seed=seed, device=torch.device("cpu"),
+                      make_trainer=lambda **kw: L.Trainer(
+                          accelerator="cpu", logger=False, enable_progress_bar=False, enable_checkpointing=False,
+                          enable_model_summary=False, num_sanity_val_steps=0, callbacks=list(callbacks), **kw))

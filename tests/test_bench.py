@@ -18,6 +18,7 @@ from sealab.bench.cli import TARGETS, main
 from sealab.bench.contention import PROC_STAT, OtherProcessesShare
 from sealab.bench.measure import VARIANTS
 from sealab.heads.linear import LinearHead
+from sealab.task import MultiClass
 
 
 def _positive(value) -> bool:
@@ -58,7 +59,7 @@ def test_published_loop_direction_is_sea_faithful():
     gen = torch.Generator().manual_seed(0)
     x = F.normalize(torch.randn(32, 16, generator=gen), dim=1)
     y = torch.randint(5, (32,), generator=gen)
-    head = LinearHead(16, 5, lamda=plain_loops.LAMDA)
+    head = LinearHead(16, MultiClass(5), lamda=plain_loops.LAMDA)
     model = nn.Linear(16, 5, bias=False)
     model.weight.data.copy_(head.weight.data)
 

@@ -51,3 +51,8 @@ def test_importing_the_sweep_callback_is_light():
 def test_hydra_answers_without_heavy_imports(argv, env, tmp_path):
     env = {**(env or {}), "SEALAB_ROOT": str(tmp_path)}
     assert _imported(argv, "from sealab.train import main\nmain()", env) == []
+
+
+def test_a_run_imports_wandb_only_for_the_wandb_logger():
+    imported = _imported([], "import sealab.experiment, sealab.backbones.timm_backbone, sealab.methods.finetune")
+    assert "timm" in imported and "wandb" not in imported  # timm itself would import wandb

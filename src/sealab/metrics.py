@@ -5,7 +5,8 @@ from __future__ import annotations
 import torch
 from torchmetrics.functional.classification import multiclass_accuracy
 
-from sealab.data.base import MAP11, MEAN_PER_CLASS, TOP1
+# Names as they appear in metrics.json ("test/<name>") and in dataset configs.
+TOP1, MEAN_PER_CLASS, MAP11 = "top1", "mean_per_class", "map11"
 
 
 def voc11_average_precision(scores: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
@@ -34,11 +35,8 @@ def voc11_average_precision(scores: torch.Tensor, targets: torch.Tensor) -> torc
     return torch.stack(aps)
 
 
-def classification_metrics(scores: torch.Tensor, targets: torch.Tensor, num_classes: int,
-                           multilabel: bool = False) -> dict[str, float]:
-    """Every metric that applies to the task, as fractions in [0, 1]."""
-    if multilabel:
-        return {MAP11: float(voc11_average_precision(scores, targets).nanmean())}
+def multiclass_metrics(scores: torch.Tensor, targets: torch.Tensor, num_classes: int) -> dict[str, float]:
+    """Top-1 and mean per-class accuracy of ``argmax scores``, as fractions in [0, 1]."""
     predictions = scores.argmax(dim=1)
     return {
         TOP1: float(multiclass_accuracy(predictions, targets, num_classes, average="micro")),

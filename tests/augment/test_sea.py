@@ -1,15 +1,13 @@
 """SeA against independent computations: autograd gradients and the published update."""
 
-import lightning as L
 import pytest
 import torch
 import torch.nn.functional as F
-from helpers import make_batch
+from helpers import fit_context, make_batch
 
 from sealab.augment.sea import SeA, gradient_dots
 from sealab.heads.linear import LinearHead
-from sealab.methods import FitContext
-from sealab.modules.probe import LinearProbe
+from sealab.methods.probe import LinearProbe
 
 
 def autograd_input_grad(head, x, y):
@@ -36,7 +34,7 @@ def published_update(x, y, weight, eta, alpha, lamda, delta):
 def test_closed_form_gradient_equals_autograd(soft):
     x, y, head = make_batch()
     if soft:  # mixup-style soft targets go through the same formula
-        y = torch.softmax(torch.randn(len(x), head.num_classes, dtype=x.dtype), dim=1)
+        y = torch.softmax(torch.randn(len(x), head.task.num_classes, dtype=x.dtype), dim=1)
     expected = autograd_input_grad(head, x, y)
     torch.testing.assert_close(head.input_grad(x, y), expected, rtol=1e-10, atol=1e-12)
     # the "sum" reduction used by clean mode is the same gradient without the 1/B factor
@@ -131,12 +129,6 @@ def test_clean_never_nan_with_a_very_sharp_softmax():
     assert torch.isfinite(x_aug).all()
 
 
-def _ctx():
-    return FitContext(num_classes=3, multilabel=False, seed=0, make_trainer=lambda **kw: L.Trainer(
-        accelerator="cpu", logger=False, enable_progress_bar=False, enable_checkpointing=False,
-        enable_model_summary=False, **kw))
-
-
 def _probe(mode):
     from functools import partial
 
@@ -150,8 +142,8 @@ def test_last_batch_of_one_fails_loudly_in_faithful_and_trains_in_clean():
     x = F.normalize(torch.randn(33, 8, generator=gen), dim=1)  # 33 = 2 * 16 + 1
     y = torch.randint(0, 3, (33,), generator=gen)
     with pytest.raises(FloatingPointError, match="mode=clean"):
-        _probe("faithful").fit((x, y), None, _ctx())
-    head = _probe("clean").fit((x, y), None, _ctx())
+        _probe("faithful").fit((x, y), None, fit_context())
+    head = _probe("clean").fit((x, y), None, fit_context()).scorer
     assert torch.isfinite(head.weight).all()
 
 

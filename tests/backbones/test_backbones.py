@@ -1,6 +1,5 @@
 """Frozen backbones: features in dataset order, weights and BatchNorm statistics untouched."""
 
-import copy
 
 import pytest
 import timm
@@ -45,7 +44,7 @@ def test_extraction_leaves_backbone_weights_and_batchnorm_untouched(tmp_path):
     assert not backbone.training and not any(m.training for m in backbone.modules())
     before = state_snapshot(backbone)
     assert any("running_mean" in k for k in before)
-    features = load_split_features(TinyDigits(), backbone, str(tmp_path / "cache"), batch_size=16)
+    features = load_split_features(TinyDigits(), backbone, str(tmp_path / "cache"), torch.device("cpu"), batch_size=16)
     after = state_snapshot(backbone)
     assert before.keys() == after.keys()
     for key in before:
@@ -57,7 +56,7 @@ def test_extraction_leaves_backbone_weights_and_batchnorm_untouched(tmp_path):
 def test_features_come_in_dataset_order_and_match_a_direct_forward():
     backbone = tiny_timm()
     dataset = TinyDigits().split("test")
-    x, y = extract_features(backbone, dataset, batch_size=7)
+    x, y = extract_features(backbone, dataset, torch.device("cpu"), batch_size=7)
     images = torch.stack([backbone.transform(dataset[i][0]) for i in (0, 5, 39)])
     with torch.no_grad():
         direct = backbone(images)

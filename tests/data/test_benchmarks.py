@@ -18,12 +18,13 @@ from fabricate import (
     sun397,
     write_image,
 )
-from helpers import compose_train
+from helpers import CONF_DIR, compose_train
 from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 
-from sealab.data.base import MAP11, MEAN_PER_CLASS, SPLITS, TOP1, ImageDataset
+from sealab.data.base import SPLITS, DatasetBase, ImageDataset
 from sealab.data.errors import DatasetNotFoundError
+from sealab.metrics import MAP11, MEAN_PER_CLASS, TOP1
 
 NAMES = list(FABRICATORS)
 # The protocol (Ericsson et al. 2021): which metric each benchmark reports.
@@ -243,3 +244,26 @@ def test_imagefolder_refuses_an_unknown_primary_metric(tmp_path):
     train = imagefolder(tmp_path / "train", per_class=4)
     with pytest.raises(ValueError, match="primary_metric"):
         load("imagefolder", train.root, "dataset.primary_metric=map11", output_dir=tmp_path)
+
+
+def fabricated_features(root: Path) -> list[str]:
+    """Overrides for ``dataset=features``: tiny .pt files in the paper code's format."""
+    root.mkdir(parents=True)
+    for split in ("train", "test"):
+        torch.save(torch.randn(20, 4), root / f"{split}_feat.pt")
+        torch.save([i % 2 for i in range(20)], root / f"{split}_label.pt")
+    return [f"dataset.{split}_{kind}={root}/{split}_{short}.pt" for split in ("train", "test")
+            for kind, short in (("features", "feat"), ("labels", "label"))]
+
+
+@pytest.mark.parametrize("path", sorted(CONF_DIR.glob("dataset/*.yaml")), ids=lambda p: p.stem)
+def test_every_dataset_config_instantiates_a_dataset_of_its_task(path, tmp_path, fabricated_checksums):
+    name, overrides = path.stem, []
+    if name in FABRICATORS:
+        overrides = [f"dataset.root={FABRICATORS[name](tmp_path / name).root}"]
+    elif name == "features":
+        overrides = fabricated_features(tmp_path / name)
+    dataset = instantiate(compose_train([f"dataset={name}", *overrides], output_dir=tmp_path).dataset)
+    assert isinstance(dataset, DatasetBase)
+    assert dataset.task.primary_metric == dataset.primary_metric in dataset.task.metric_names
+    assert dataset.describe()["split_sizes"]["test"] > 0

@@ -13,7 +13,8 @@ from hydra.utils import instantiate
 from sklearn.metrics import precision_recall_curve
 
 from sealab.data.base import SPLITS
-from sealab.metrics import classification_metrics, voc11_average_precision
+from sealab.metrics import voc11_average_precision
+from sealab.task import MultiLabel
 
 
 def load_voc(root, tmp_path):
@@ -64,7 +65,7 @@ def test_map11_on_a_hand_worked_example():
     ap = voc11_average_precision(scores, targets)
     assert ap[0].item() == pytest.approx(28 / 33) and ap[1].item() == pytest.approx(1 / 3)
     assert math.isnan(ap[2].item())
-    assert classification_metrics(scores, targets, 3, multilabel=True)["map11"] == pytest.approx(13 / 22)
+    assert MultiLabel(3).metrics(scores, targets)["map11"] == pytest.approx(13 / 22)
 
 
 def sklearn_voc11(scores: np.ndarray, targets: np.ndarray) -> float:

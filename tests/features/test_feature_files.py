@@ -25,7 +25,7 @@ def write_split(tmp_path, name, n=30, d=6, c=3, fmt="pt", labels_as_list=False):
 @pytest.mark.parametrize("fmt,as_list", [("pt", False), ("pt", True), ("npy", False), ("npz", False)])
 def test_formats_load_exactly(tmp_path, fmt, as_list):
     f, l, x, y = write_split(tmp_path, "train", fmt=fmt, labels_as_list=as_list)
-    x2, y2 = load_feature_file(f, l, num_classes=3, multilabel=False)
+    x2, y2 = load_feature_file(f, l, multilabel=False)
     assert torch.equal(x2, x) and torch.equal(y2, y) and x2.dtype == torch.float32
 
 
@@ -45,14 +45,14 @@ def test_val_split_is_seeded_stratified_and_disjoint(tmp_path):
 
 def test_missing_file_names_the_path(tmp_path):
     with pytest.raises(FileNotFoundError, match="nope.pt"):
-        load_feature_file(tmp_path / "nope.pt", None, None, False)
+        load_feature_file(tmp_path / "nope.pt", None, False)
 
 
 def test_length_mismatch(tmp_path):
     torch.save(torch.randn(10, 4), tmp_path / "x.pt")
     torch.save(torch.arange(9), tmp_path / "y.pt")
     with pytest.raises(ValueError, match="10 feature rows but 9 labels"):
-        load_feature_file(tmp_path / "x.pt", tmp_path / "y.pt", None, False)
+        load_feature_file(tmp_path / "x.pt", tmp_path / "y.pt", False)
 
 
 def test_non_finite_features(tmp_path):
@@ -61,15 +61,16 @@ def test_non_finite_features(tmp_path):
     torch.save(x, tmp_path / "x.pt")
     torch.save(torch.zeros(10, dtype=torch.long), tmp_path / "y.pt")
     with pytest.raises(ValueError, match="NaN or Inf.*row 3"):
-        load_feature_file(tmp_path / "x.pt", tmp_path / "y.pt", None, False)
+        load_feature_file(tmp_path / "x.pt", tmp_path / "y.pt", False)
 
 
 @pytest.mark.parametrize("bad", [-1, 5])
 def test_labels_outside_range(tmp_path, bad):
     torch.save(torch.randn(4, 2), tmp_path / "x.pt")
     torch.save(torch.tensor([0, 1, 2, bad]), tmp_path / "y.pt")
-    with pytest.raises(ValueError, match=r"\[0, num_classes\)"):
-        load_feature_file(tmp_path / "x.pt", tmp_path / "y.pt", 5, False)
+    with pytest.raises(ValueError, match=r"y\.pt.*\[0, num_classes\)"):
+        FeatureFiles(train_features=tmp_path / "x.pt", train_labels=tmp_path / "y.pt",
+                     test_features=tmp_path / "x.pt", test_labels=tmp_path / "y.pt", num_classes=5)
 
 
 def test_dimension_mismatch_between_splits(tmp_path):

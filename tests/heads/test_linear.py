@@ -8,11 +8,12 @@ import torch.nn.functional as F
 
 from sealab.heads.linear import LinearHead
 from sealab.heads.normalize import FeatureNormalizer
+from sealab.task import MultiClass
 
 
 def test_loss_is_the_temperature_margin_cross_entropy():
     torch.manual_seed(0)
-    head = LinearHead(6, 4, lamda=0.2, delta=0.3)
+    head = LinearHead(6, MultiClass(4), lamda=0.2, delta=0.3)
     x, y = torch.randn(5, 6), torch.tensor([0, 3, 1, 1, 2])
     logits = x @ head.weight.T
     expected = 0.0
@@ -26,7 +27,7 @@ def test_loss_is_the_temperature_margin_cross_entropy():
 
 def test_head_is_bias_free_and_initialised_like_nn_linear():
     torch.manual_seed(1)
-    head = LinearHead(32, 10)
+    head = LinearHead(32, MultiClass(10))
     torch.manual_seed(1)
     reference = torch.nn.Linear(32, 10, bias=False)
     assert torch.equal(head.weight, reference.weight)
@@ -35,7 +36,7 @@ def test_head_is_bias_free_and_initialised_like_nn_linear():
 
 def test_lamda_must_be_positive():
     with pytest.raises(ValueError, match="lamda"):
-        LinearHead(3, 2, lamda=0)
+        LinearHead(3, MultiClass(2), lamda=0)
 
 
 def test_center_l2_stores_the_training_mean_and_applies_it_everywhere():

@@ -12,6 +12,7 @@ import torch.nn.functional as F
 
 from sealab.augment.sea import SeA
 from sealab.heads.linear import LinearHead
+from sealab.task import MultiClass, MultiLabel
 
 
 def make_batch(b=12, d=16, c=6, seed=0, ignored=0.3, lamda=0.1, delta=0.2):
@@ -19,7 +20,7 @@ def make_batch(b=12, d=16, c=6, seed=0, ignored=0.3, lamda=0.1, delta=0.2):
     x = F.normalize(torch.randn(b, d, generator=gen, dtype=torch.float64), dim=1)
     y = torch.randint(0, 2, (b, c), generator=gen).double()
     y[torch.rand(b, c, generator=gen) < ignored] = -1
-    head = LinearHead(d, c, lamda=lamda, delta=delta, multilabel=True).double()
+    head = LinearHead(d, MultiLabel(c), lamda=lamda, delta=delta).double()
     with torch.no_grad():
         head.weight.copy_(torch.randn(c, d, generator=gen, dtype=torch.float64))
     return x, y, head
@@ -80,7 +81,7 @@ def test_multiclass_loss_and_gradient_are_unchanged():
     gen = torch.Generator().manual_seed(3)
     x = torch.randn(9, 5, generator=gen, dtype=torch.float64)
     y = torch.randint(0, 4, (9,), generator=gen)
-    head = LinearHead(5, 4, lamda=0.5, delta=0.1).double()
+    head = LinearHead(5, MultiClass(4), lamda=0.5, delta=0.1).double()
     logits = head(x).detach()
     z = (logits - 0.1 * F.one_hot(y, 4)) / 0.5
     expected = 0.5 * (-torch.log_softmax(z, dim=1).gather(1, y[:, None])).mean()

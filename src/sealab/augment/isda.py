@@ -64,10 +64,10 @@ class ISDA(FeatureAugmenter):
         self.strength = self.lambda0 * epoch / max_epochs
 
     def augment(self, x, y, head):
-        if head.multilabel or y.ndim != 1:
+        if y.ndim != 1:
             raise ValueError("ISDA needs multi-class targets (one class index per example); this "
                              "dataset is multi-label or the targets are soft: use another method")
-        self.estimator.update(x, y, head.num_classes)
+        self.estimator.update(x, y, head.task.num_classes)
         return x, y
 
     def augmented_logits(self, x: torch.Tensor, y: torch.Tensor, head: LinearHead) -> torch.Tensor:

@@ -23,8 +23,8 @@ class Mixup(FeatureAugmenter):
         a = torch.tensor(self.alpha, dtype=x.dtype, device=x.device)
         lam = torch.distributions.Beta(a, a).sample((len(x), 1))
         partner = torch.randperm(len(x), device=x.device)
-        t = head.targets(y).to(x.dtype)
+        t = head.task.targets(y, x.dtype)
         mixed = lam * t + (1 - lam) * t[partner]
-        if head.multilabel:  # a label ignored (-1, VOC "difficult") in either example stays ignored
-            mixed = mixed.masked_fill((t < 0) | (t[partner] < 0), -1)
+        # A label ignored (-1, VOC "difficult") in either example stays ignored.
+        mixed = mixed.masked_fill((t < 0) | (t[partner] < 0), -1)
         return lam * x + (1 - lam) * x[partner], mixed

@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 
-from sealab.augment.step import SpanStep
+from sealab.augment.step import SpanStep, rows_with_partners, span_softmax
 from sealab.heads.linear import LinearHead
 
-MODES = ("clean", "faithful")
 PUBLISHED_EPS = 1e-12  # F.normalize's default, as the reference code uses it
 
 
@@ -26,40 +24,62 @@ def gradient_dots(head: LinearHead, x: torch.Tensor, y: torch.Tensor,
     return r @ logits.T, norms
 
 
+class CleanNumerics:
+    """SeA as the paper states it: every gradient row normalised exactly (the 1/B factor of
+    the batch mean dropped, so nothing underflows), the example itself masked before the
+    softmax, a row without partners (a batch of one) left unaugmented."""
+
+    reduction = "sum"
+
+    def weights(self, dots, norms, alpha, allowed):
+        return span_softmax(dots / norms.clamp_min(torch.finfo(dots.dtype).tiny)[:, None] / alpha, allowed)
+
+    def moved(self, allowed, x):
+        return rows_with_partners(allowed, len(x), x.device)
+
+
+class PublishedNumerics:
+    """The reference implementation's numbers: the batch-mean gradient normalised with eps
+    1e-12 (rows below it stay short, which flattens the softmax), softmax over all ``j``, then
+    the diagonal zeroed and the rows renormalised. No guard: a batch of one gives NaN."""
+
+    reduction = "mean"
+
+    def weights(self, dots, norms, alpha, allowed):
+        if allowed is not None:
+            raise ValueError("the reference code has no restricted span (same-class SeA): use mode=clean")
+        q = torch.softmax(dots / norms.clamp_min(PUBLISHED_EPS)[:, None] / alpha, dim=1)
+        q = q - torch.diag_embed(torch.diagonal(q))
+        return q / q.sum(dim=1, keepdim=True)
+
+    def moved(self, allowed, x):
+        return None
+
+
+NUMERICS = {"clean": CleanNumerics(), "faithful": PublishedNumerics()}
+
+
 class SeA(SpanStep):
     """Push each feature along its loss-increasing direction projected onto the span of the
     other examples of the batch: ``x~ = normalize(x + eta * normalize(sum_j q_ij x_j))`` with
     ``q_i = softmax_{j != i}(ghat_i . x_j / alpha)`` and ``ghat_i`` the normalised gradient.
 
-    ``mode="clean"`` normalises every gradient row exactly, masks the example itself before
-    the softmax and leaves a batch of one unaugmented. ``mode="faithful"`` reproduces the
-    reference implementation: gradient of the batch-mean loss normalised with eps 1e-12,
-    softmax over all j, diagonal zeroed and renormalised (a batch of one gives NaN).
+    ``mode`` picks the numerics: ``clean`` (``CleanNumerics``) or ``faithful``
+    (``PublishedNumerics``, the reference code's, to compare with published numbers).
     """
 
     def __init__(self, eta: float = 0.8, alpha: float = 0.01, mode: str = "clean"):
         super().__init__(eta)
-        if mode not in MODES:
-            raise ValueError(f"SeA mode={mode!r} is unknown: choose one of {MODES}")
-        self.alpha, self.mode = alpha, mode
+        if mode not in NUMERICS:
+            raise ValueError(f"SeA mode={mode!r} is unknown: choose one of {list(NUMERICS)}")
+        self.alpha, self.mode, self.numerics = alpha, mode, NUMERICS[mode]
 
-    def scores(self, x: torch.Tensor, y: torch.Tensor, head: LinearHead) -> torch.Tensor:
-        dots, norms = gradient_dots(head, x, y, reduction="sum")
-        return dots / norms.clamp_min(torch.finfo(x.dtype).tiny)[:, None] / self.alpha
+    def weights(self, x, y, head, allowed):
+        dots, norms = gradient_dots(head, x, y, self.numerics.reduction)
+        return self.numerics.weights(dots, norms, self.alpha, allowed)
 
-    def direction_weights(self, x: torch.Tensor, y: torch.Tensor, head: LinearHead) -> torch.Tensor:
-        if self.mode == "clean":
-            return super().direction_weights(x, y, head)
-        dots, norms = gradient_dots(head, x, y, reduction="mean")
-        q = torch.softmax(dots / norms.clamp_min(PUBLISHED_EPS)[:, None] / self.alpha, dim=1)
-        q = q - torch.diag_embed(torch.diagonal(q))
-        return q / q.sum(dim=1, keepdim=True)
-
-    def direction(self, x, y, head):
-        if self.mode == "clean":
-            return super().direction(x, y, head)
-        # No guard: a batch of one gives NaN, as in the reference code.
-        return F.normalize(self.direction_weights(x, y, head) @ x, dim=1), None
+    def moved(self, allowed, x):
+        return self.numerics.moved(allowed, x)
 
 
 class SameClassSeA(SeA):
@@ -73,12 +93,8 @@ class SameClassSeA(SeA):
                              "variant): use mode=clean")
         super().__init__(eta, alpha, mode)
 
-    def partners(self, y: torch.Tensor) -> torch.Tensor:
-        if y.ndim == 2:  # multi-hot; -1 ("difficult", ignored) is not a label the two share
-            positive = (y > 0).float()
-            same = (positive @ positive.T) > 0
-        else:
-            same = y[:, None] == y[None, :]
+    def partners(self, y, head):
+        same = head.task.shares_a_class(y)
         return same & ~torch.eye(len(y), dtype=torch.bool, device=y.device)
 
 

@@ -54,6 +54,27 @@ class GradientStep(DirectionStep):
         return unit_gradient(head, x, y), None
 
 
+def span_softmax(scores: torch.Tensor, allowed: torch.Tensor | None) -> torch.Tensor:
+    """Softmax of ``scores`` (B x B) over each row's partners; a row without any gets zeros.
+    ``allowed`` None means every ``j != i`` (the common case, without building a mask)."""
+    if allowed is None:
+        if len(scores) < 2:
+            return torch.zeros_like(scores)
+        return torch.softmax(scores.fill_diagonal_(float("-inf")), dim=1)
+    alone = ~allowed.any(dim=1, keepdim=True)
+    scores = scores.masked_fill(~allowed, float("-inf"))
+    # An all -inf row would give 0/0 = NaN: give it finite scores, then zero weights.
+    return torch.softmax(scores.masked_fill(alone, 0.0), dim=1).masked_fill(alone, 0.0)
+
+
+def rows_with_partners(allowed: torch.Tensor | None, batch_size: int, device: torch.device) -> torch.Tensor | None:
+    """Which rows ``span_softmax`` gives weights to (None: every row)."""
+    if allowed is not None:
+        return allowed.any(dim=1)
+    # Every row has partners, unless the batch has a single example.
+    return None if batch_size > 1 else torch.zeros(batch_size, dtype=torch.bool, device=device)
+
+
 class SpanStep(DirectionStep):
     """The direction ``normalize(sum_j q_ij x_j)`` lies in the span of other examples:
     ``q_i = softmax_j(scores_ij)`` over the partners ``j`` of ``i`` (by default every
@@ -63,32 +84,22 @@ class SpanStep(DirectionStep):
         """B x B logits of the weights; only partner entries are used."""
         raise NotImplementedError
 
-    def partners(self, y: torch.Tensor) -> torch.Tensor | None:
+    def partners(self, y: torch.Tensor, head: LinearHead) -> torch.Tensor | None:
         """B x B bool: may example ``j`` contribute to the direction of example ``i``?
-        None means every ``j != i`` (the common case, without building a mask)."""
+        None means every ``j != i``."""
         return None
 
-    @staticmethod
-    def weights(scores: torch.Tensor, allowed: torch.Tensor | None) -> torch.Tensor:
-        """Softmax of ``scores`` over each row's partners; a row without any gets zeros."""
-        if allowed is None:
-            if len(scores) < 2:
-                return torch.zeros_like(scores)
-            return torch.softmax(scores.fill_diagonal_(float("-inf")), dim=1)
-        alone = ~allowed.any(dim=1, keepdim=True)
-        scores = scores.masked_fill(~allowed, float("-inf"))
-        # An all -inf row would give 0/0 = NaN: give it finite scores, then zero weights.
-        return torch.softmax(scores.masked_fill(alone, 0.0), dim=1).masked_fill(alone, 0.0)
+    def weights(self, x: torch.Tensor, y: torch.Tensor, head: LinearHead,
+                allowed: torch.Tensor | None) -> torch.Tensor:
+        """``q`` (B x B): rows sum to 1 over partners (0 elsewhere), or are all 0 without any."""
+        return span_softmax(self.scores(x, y, head), allowed)
+
+    def moved(self, allowed: torch.Tensor | None, x: torch.Tensor) -> torch.Tensor | None:
+        return rows_with_partners(allowed, len(x), x.device)
 
     def direction_weights(self, x: torch.Tensor, y: torch.Tensor, head: LinearHead) -> torch.Tensor:
-        """``q`` (B x B): rows sum to 1 over partners (0 elsewhere), or are all 0 without any."""
-        return self.weights(self.scores(x, y, head), self.partners(y))
+        return self.weights(x, y, head, self.partners(y, head))
 
     def direction(self, x, y, head):
-        allowed = self.partners(y)
-        q = self.weights(self.scores(x, y, head), allowed)
-        if allowed is not None:
-            moved = allowed.any(dim=1)
-        else:  # every row moves, unless the batch has a single example
-            moved = None if len(x) > 1 else torch.zeros(len(x), dtype=torch.bool, device=x.device)
-        return F.normalize(q @ x, dim=1), moved
+        allowed = self.partners(y, head)
+        return F.normalize(self.weights(x, y, head, allowed) @ x, dim=1), self.moved(allowed, x)

@@ -1,5 +1,2 @@
-from sealab.backbones.base import Backbone
-from sealab.backbones.random_features import RandomReLUFeatures
-from sealab.backbones.timm_backbone import TimmBackbone
-
-__all__ = ["Backbone", "RandomReLUFeatures", "TimmBackbone"]
+"""Frozen feature extractors: the ``Backbone`` interface (base), any timm model with its
+checkpoint formats (timm_backbone, checkpoint), and seeded random features (random_features)."""

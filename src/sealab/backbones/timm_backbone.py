@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Any
 
-import timm
 import torch
 from torchvision.transforms import v2
 
@@ -14,6 +14,24 @@ from sealab.backbones.checkpoint import load_backbone_checkpoint
 from sealab.fileio import file_sha256
 
 PREPROCESSING = ("protocol", "timm")
+
+
+def _import_timm_without_wandb():
+    """timm.utils imports wandb when it is installed (0.7 s, plus wandb's own set-up) for a
+    logging helper sealab never calls. Hidden while timm loads, wandb is imported only when a
+    run asks for logger=wandb."""
+    if "wandb" in sys.modules:
+        import timm
+        return timm
+    sys.modules["wandb"] = None  # makes timm's optional `import wandb` fail fast
+    try:
+        import timm
+    finally:
+        del sys.modules["wandb"]
+    return timm
+
+
+timm = _import_timm_without_wandb()
 
 
 class TimmBackbone(Backbone):
@@ -54,7 +72,7 @@ class TimmBackbone(Backbone):
         if self.checkpoint:
             load_backbone_checkpoint(self.model, self.checkpoint, checkpoint_key, key_map or {})
         self.feature_dim = self.model.num_features
-        data_config = timm.data.resolve_model_data_config(self.model)
+        self.data_config = data_config = timm.data.resolve_model_data_config(self.model)
         size = img_size or data_config["input_size"][-1]
         self.img_size = size
         if preprocessing == "timm":

@@ -10,7 +10,9 @@ import torch
 from hydra import compose, initialize_config_module
 from hydra.utils import instantiate
 
-from sealab.methods import FitContext
+from sealab.device import trainer_placement
+from sealab.methods.base import FitContext
+from sealab.task import MultiClass
 from sealab.train import CONFIG_MODULE
 
 
@@ -41,9 +43,11 @@ def sealab_epoch_seconds(method: str, x: torch.Tensor, y: torch.Tensor, num_clas
                                           f"method.batch_size={batch_size}"])
     timer = EpochTimer()
     with tempfile.TemporaryDirectory(prefix="sealab-bench-") as root:
-        ctx = FitContext(num_classes=num_classes, multilabel=False, seed=0,
+        device = torch.device("cpu")  # the plain loops it is compared with run on the CPU
+        ctx = FitContext(task=MultiClass(num_classes), seed=0, device=device,
                          make_trainer=lambda **kw: instantiate(
                              cfg.trainer, default_root_dir=root, logger=False,
-                             enable_progress_bar=False, callbacks=[timer], **kw))
+                             enable_progress_bar=False, callbacks=[timer],
+                             **trainer_placement(device), **kw))
         instantiate(cfg.method).fit((x, y), None, ctx)
     return timer.seconds

@@ -8,10 +8,10 @@ from typing import Any
 import torch
 from torch.utils.data import ConcatDataset, Dataset
 
-SPLITS = ("train", "val", "test")
+from sealab.metrics import TOP1
+from sealab.task import Task, make_task
 
-# Metric names as they appear in metrics.json ("test/<name>").
-TOP1, MEAN_PER_CLASS, MAP11 = "top1", "mean_per_class", "map11"
+SPLITS = ("train", "val", "test")
 
 
 class DatasetBase(ABC):
@@ -26,6 +26,10 @@ class DatasetBase(ABC):
     @abstractmethod
     def describe(self) -> dict[str, Any]:
         """What a run records about the data: sizes and how the splits were made."""
+
+    @property
+    def task(self) -> Task:
+        return make_task(self.num_classes, self.multilabel, self.primary_metric)
 
 
 class ImageDataset(DatasetBase):
@@ -59,7 +63,10 @@ class ImageDataset(DatasetBase):
 
 
 class PrecomputedFeatures(DatasetBase):
-    """A dataset that already is features: ``features(split)`` gives ``(x, y)``; no backbone runs."""
+    """A dataset that already is features: ``features(split)`` gives ``(x, y)``; no backbone runs.
+    ``backbone`` names what made the features (the run records it in place of a backbone)."""
+
+    backbone: str = "precomputed"
 
     @abstractmethod
     def features(self, name: str) -> tuple[torch.Tensor, torch.Tensor]:
@@ -69,12 +76,3 @@ class PrecomputedFeatures(DatasetBase):
 def check_split_name(name: str) -> None:
     if name not in (*SPLITS, "trainval"):
         raise ValueError(f"unknown split {name!r}: expected one of {(*SPLITS, 'trainval')}")
-
-
-def check_labels(labels: torch.Tensor, num_classes: int, where: str) -> None:
-    """Class-index labels must lie in [0, num_classes)."""
-    if labels.numel() and (labels.min() < 0 or labels.max() >= num_classes):
-        raise ValueError(
-            f"{where}: labels span [{int(labels.min())}, {int(labels.max())}] but num_classes is "
-            f"{num_classes}; labels must lie in [0, num_classes). Fix the labels or set num_classes."
-        )

@@ -13,15 +13,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from sealab.data.base import (
-    MAP11,
-    SPLITS,
-    TOP1,
-    PrecomputedFeatures,
-    check_labels,
-    check_split_name,
-)
+from sealab.data.base import SPLITS, PrecomputedFeatures, check_split_name
 from sealab.data.splits import stratified_holdout
+from sealab.task import make_task
 
 SUFFIXES = (".pt", ".pth", ".npy", ".npz")
 
@@ -51,9 +45,10 @@ def _read_array(path: Path, key: str) -> torch.Tensor:
 
 
 def load_feature_file(
-    features: str | Path, labels: str | Path | None, num_classes: int | None, multilabel: bool
+    features: str | Path, labels: str | Path | None, multilabel: bool
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Read, check and return ``(x float32 n x d, y)`` from one split's files."""
+    """Read, check and return ``(x float32 n x d, y)`` from one split's files (the targets'
+    values are checked by the dataset's task once the number of classes is known)."""
     features = Path(features)
     x = _read_array(features, "features").float()
     y = _read_array(Path(labels) if labels else features, "labels")
@@ -70,10 +65,7 @@ def load_feature_file(
             f"{features}: {int(bad.sum())} feature rows contain NaN or Inf (first at row "
             f"{int(bad.nonzero()[0])}); re-extract the features or drop those rows."
         )
-    y = y.float() if multilabel else y.long()
-    if not multilabel and num_classes is not None:
-        check_labels(y, num_classes, str(labels or features))
-    return x, y
+    return x, (y.float() if multilabel else y.long())
 
 
 class FeatureFiles(PrecomputedFeatures):
@@ -98,16 +90,15 @@ class FeatureFiles(PrecomputedFeatures):
         backbone: str = "precomputed",
     ):
         self.name, self.backbone, self.multilabel = name, backbone, multilabel
-        self.primary_metric = primary_metric or (MAP11 if multilabel else TOP1)
         self.files = {
             "train": (train_features, train_labels),
             "val": (val_features, val_labels),
             "test": (test_features, test_labels),
         }
         self.val_fraction, self.seed = val_fraction, seed
-        loaded = {s: load_feature_file(*self.files[s], num_classes, multilabel) for s in ("train", "test")}
+        loaded = {s: load_feature_file(*self.files[s], multilabel) for s in ("train", "test")}
         if val_features:
-            loaded["val"] = load_feature_file(val_features, val_labels, num_classes, multilabel)
+            loaded["val"] = load_feature_file(val_features, val_labels, multilabel)
         else:
             x, y = loaded["train"]
             keep, held = stratified_holdout(y.numpy(), val_fraction, seed)
@@ -119,9 +110,10 @@ class FeatureFiles(PrecomputedFeatures):
         if num_classes is None:
             num_classes = loaded["train"][1].shape[1] if multilabel else int(loaded["train"][1].max()) + 1
         self.num_classes = num_classes
+        self.primary_metric = make_task(num_classes, multilabel, primary_metric).primary_metric
         for s, (_, y) in loaded.items():
-            if not multilabel:
-                check_labels(y, num_classes, f"{s} labels")
+            features_file, labels_file = self.files["train" if s == "val" and not val_features else s]
+            self.task.check_targets(y, f"{s} labels ({labels_file or features_file})")
         self.class_names = list(class_names) if class_names else [str(c) for c in range(num_classes)]
         self._splits = loaded
 

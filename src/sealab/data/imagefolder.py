@@ -8,8 +8,8 @@ from typing import Any
 
 from torchvision.datasets import ImageFolder
 
-from sealab.data.base import MEAN_PER_CLASS, TOP1
 from sealab.data.benchmark import BenchmarkDataset, Split, holdout_val
+from sealab.metrics import MEAN_PER_CLASS, TOP1
 
 METRICS = (TOP1, MEAN_PER_CLASS)
 

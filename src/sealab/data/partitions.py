@@ -15,9 +15,9 @@ import numpy as np
 from torch.utils.data import Dataset, Subset
 from torchvision import datasets as tv
 
-from sealab.data.base import MEAN_PER_CLASS
 from sealab.data.benchmark import Split, holdout_val, per_class_partition
 from sealab.data.torchvision_sets import HeldOutVal, Labelled
+from sealab.metrics import MEAN_PER_CLASS
 
 
 class PerClassPartition(HeldOutVal):

@@ -15,8 +15,9 @@ from typing import Any
 from torch.utils.data import Dataset
 from torchvision import datasets as tv
 
-from sealab.data.base import MEAN_PER_CLASS, SPLITS
+from sealab.data.base import SPLITS
 from sealab.data.benchmark import BenchmarkDataset, Split, holdout_val
+from sealab.metrics import MEAN_PER_CLASS
 
 Labelled = tuple[Dataset, list[int], list[str]]  # (images in a fixed order, targets, class names)
 

@@ -18,8 +18,9 @@ from PIL import Image
 from torch.utils.data import Dataset
 from torchvision import datasets as tv
 
-from sealab.data.base import MAP11, SPLITS
+from sealab.data.base import SPLITS
 from sealab.data.benchmark import BenchmarkDataset, Split
+from sealab.metrics import MAP11
 
 VOC_CLASSES = (
     "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",

@@ -24,13 +24,6 @@ class Transformed(Dataset):
         return self.transform(image), torch.as_tensor(target)
 
 
-def resolve_device(device: str, fallback: torch.device | str = "cpu") -> torch.device:
-    """``auto``: CUDA when available, else ``fallback``; anything else as named."""
-    if device == "auto":
-        return torch.device("cuda") if torch.cuda.is_available() else torch.device(fallback)
-    return torch.device(device)
-
-
 def image_loader(dataset: Dataset, transform: Callable[[Any], torch.Tensor], batch_size: int,
                  num_workers: int = 0, shuffle: bool = False, seed: int = 0, drop_last: bool = False,
                  pin_memory: bool = False) -> DataLoader:
@@ -43,24 +36,23 @@ def image_loader(dataset: Dataset, transform: Callable[[Any], torch.Tensor], bat
 
 @torch.inference_mode()
 def run_model(model: nn.Module, dataset: Dataset, transform: Callable[[Any], torch.Tensor],
-              batch_size: int = 128, num_workers: int = 0, device: str = "auto",
+              device: torch.device, batch_size: int = 128, num_workers: int = 0,
               desc: str = "batches") -> tuple[torch.Tensor, torch.Tensor]:
-    """``(outputs float32 on CPU, targets)`` of ``model`` in eval mode over every sample, in order."""
-    dev = resolve_device(device)
-    model.eval().to(dev)
-    loader = image_loader(dataset, transform, batch_size, num_workers, pin_memory=dev.type == "cuda")
+    """``(outputs float32 on CPU, targets)`` of ``model`` in eval mode on ``device`` over every
+    sample, in order."""
+    model.eval().to(device)
+    loader = image_loader(dataset, transform, batch_size, num_workers, pin_memory=device.type == "cuda")
     outputs, targets = [], []
     for images, target in tqdm(loader, desc=desc, unit="batch"):
-        outputs.append(model(images.to(dev, non_blocking=True)).float().cpu())
+        outputs.append(model(images.to(device, non_blocking=True)).float().cpu())
         targets.append(target)
     return torch.cat(outputs), torch.cat(targets)
 
 
-def extract_features(backbone: Backbone, dataset: Dataset, batch_size: int = 128,
-                     num_workers: int = 0, device: str = "auto",
-                     desc: str = "features") -> tuple[torch.Tensor, torch.Tensor]:
+def extract_features(backbone: Backbone, dataset: Dataset, device: torch.device, batch_size: int = 128,
+                     num_workers: int = 0, desc: str = "features") -> tuple[torch.Tensor, torch.Tensor]:
     """``(features n x d float32 on CPU, targets)`` in dataset order."""
-    x, y = run_model(backbone.freeze(), dataset, backbone.transform, batch_size, num_workers, device, desc)
+    x, y = run_model(backbone.freeze(), dataset, backbone.transform, device, batch_size, num_workers, desc)
     if x.ndim != 2:
         raise RuntimeError(f"{backbone.name} returned shape {tuple(x.shape[1:])} per image; expected "
                            "pooled features (B x d). Create the model with num_classes=0.")

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import torch
 
 from sealab.backbones.base import Backbone
-from sealab.data.base import SPLITS, DatasetBase, ImageDataset, PrecomputedFeatures, check_labels
+from sealab.data.base import SPLITS, DatasetBase, ImageDataset, PrecomputedFeatures
 from sealab.features.cache import FeatureCache
 from sealab.features.extract import extract_features
 
@@ -30,8 +30,8 @@ def check_features(x: torch.Tensor, where: str) -> None:
                          "or its weights are broken (delete the cache entry after fixing them).")
 
 
-def load_split_features(dataset: DatasetBase, backbone: Backbone | None, cache_dir: str,
-                        batch_size: int = 128, num_workers: int = 0, device: str = "auto") -> SplitFeatures:
+def load_split_features(dataset: DatasetBase, backbone: Backbone | None, cache_dir: str, device: torch.device,
+                        batch_size: int = 128, num_workers: int = 0) -> SplitFeatures:
     """Train, val and test features. Image datasets go through the backbone and the cache."""
     start = time.perf_counter()
     if isinstance(dataset, PrecomputedFeatures):
@@ -45,10 +45,9 @@ def load_split_features(dataset: DatasetBase, backbone: Backbone | None, cache_d
         identity = {"backbone": backbone.identity(), "dataset": dataset.identity(), "split": split}
         images = dataset.split(split)
         (x, y), hit = cache.get_or_compute(identity, lambda: extract_features(
-            backbone, images, batch_size, num_workers, device, desc=f"{dataset.name}/{split}"))
+            backbone, images, device, batch_size, num_workers, desc=f"{dataset.name}/{split}"))
         check_features(x, f"{dataset.name}/{split} features of {backbone.name}")
-        if not dataset.multilabel:
-            check_labels(y, dataset.num_classes, f"{dataset.name}/{split}")
+        dataset.task.check_targets(y, f"{dataset.name}/{split}")
         splits[split] = (x, y)
         hits.append(hit)
     cache_hit = all(hits)

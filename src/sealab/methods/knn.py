@@ -8,8 +8,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from sealab.heads.closed_form import ClosedFormMethod, positive_targets
-from sealab.methods import Features, FitContext
+from sealab.methods.base import Features, FitContext, FitResult
+from sealab.methods.closed_form import ClosedFormMethod
+from sealab.task import Task
 
 log = logging.getLogger(__name__)
 
@@ -34,24 +35,19 @@ class KNNScorer(nn.Module):
     """Scores of a query = weighted average of its ``k`` nearest training examples' label
     vectors (one-hot, or multi-hot for multi-label), with weights ``exp(cos / temperature)``."""
 
-    def __init__(self, bank: torch.Tensor, labels: torch.Tensor, num_classes: int, multilabel: bool,
-                 k: int = 20, temperature: float = 0.07, query_chunk: int = 1024, bank_chunk: int = 16384):
+    def __init__(self, bank: torch.Tensor, labels: torch.Tensor, task: Task, k: int = 20,
+                 temperature: float = 0.07, query_chunk: int = 1024, bank_chunk: int = 16384):
         super().__init__()
-        self.num_classes, self.multilabel = num_classes, multilabel
-        self.k, self.temperature = k, temperature
+        self.task, self.k, self.temperature = task, k, temperature
         self.query_chunk, self.bank_chunk = query_chunk, bank_chunk
         self.register_buffer("bank", F.normalize(bank.float(), dim=1))
-        # Class indices (multi-class) or the 0/1 positive matrix (multi-label).
-        self.register_buffer("labels", positive_targets(labels, num_classes, True) if multilabel
-                             else labels.long().clone())
+        self.register_buffer("labels", labels.clone())
 
     def _vote(self, sims: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
         # softmax(sim / T) over the k neighbours = exp(sim / T) normalised, without overflow.
         weights = torch.softmax(sims / self.temperature, dim=1)
-        if self.multilabel:
-            return torch.einsum("qk,qkc->qc", weights, self.labels[idx])
-        scores = weights.new_zeros(len(weights), self.num_classes)
-        return scores.scatter_add_(1, self.labels[idx], weights)
+        # One-hot of the k neighbours' labels only (q x k x C), never of the whole bank.
+        return torch.einsum("qk,qkc->qc", weights, self.task.positives(self.labels[idx], weights.dtype))
 
     @torch.no_grad()
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -66,8 +62,8 @@ class KNearestNeighbours(ClosedFormMethod):
     """``method=knn``: stores the training features; nothing is fitted or selected."""
 
     def __init__(self, name: str, k: int = 20, temperature: float = 0.07, query_chunk: int = 1024,
-                 bank_chunk: int = 16384, device: str = "auto"):
-        super().__init__(name, device)
+                 bank_chunk: int = 16384):
+        super().__init__(name)
         if k < 1 or temperature <= 0 or query_chunk < 1 or bank_chunk < 1:
             raise ValueError(f"knn needs k, query_chunk, bank_chunk >= 1 and temperature > 0; got "
                              f"k={k}, temperature={temperature}, query_chunk={query_chunk}, "
@@ -75,9 +71,9 @@ class KNearestNeighbours(ClosedFormMethod):
         self.k, self.temperature = k, temperature
         self.query_chunk, self.bank_chunk = query_chunk, bank_chunk
 
-    def solve(self, train: Features, val: Features | None, ctx: FitContext) -> KNNScorer:
+    def solve(self, train: Features, val: Features | None, ctx: FitContext) -> FitResult:
         x, y = train
         if self.k > len(x):
             log.warning("knn: k=%d exceeds the %d training examples; every example votes", self.k, len(x))
-        return KNNScorer(x, y, ctx.num_classes, ctx.multilabel, min(self.k, len(x)), self.temperature,
-                         self.query_chunk, self.bank_chunk)
+        return FitResult(KNNScorer(x, y, ctx.task, min(self.k, len(x)), self.temperature,
+                                   self.query_chunk, self.bank_chunk))

@@ -6,12 +6,10 @@ import logging
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
-from sealab.data.base import MAP11, MEAN_PER_CLASS, TOP1
-from sealab.heads.closed_form import ClosedFormMethod, LinearScorer, positive_targets
-from sealab.methods import Features, FitContext
-from sealab.metrics import classification_metrics
+from sealab.methods.base import Features, FitContext, FitResult
+from sealab.methods.closed_form import ClosedFormMethod, LinearScorer
+from sealab.task import Task
 
 log = logging.getLogger(__name__)
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
@@ -27,29 +25,20 @@ class LogisticProblem:
     (same minimiser, O(1) values and gradients).
     """
 
-    def __init__(self, x: torch.Tensor, y: torch.Tensor, num_classes: int, multilabel: bool):
+    def __init__(self, x: torch.Tensor, y: torch.Tensor, task: Task):
         # Tensors made under inference_mode (the feature extractor's) cannot enter autograd.
-        x, y = (t.clone() if t.is_inference() else t for t in (x, y))
-        self.x, self.num_classes, self.multilabel = x, num_classes, multilabel
-        if multilabel:
-            self.targets, self.known = positive_targets(y, num_classes, True, x.dtype), (y >= 0).to(x.dtype)
-        else:
-            self.targets = y.long()
+        self.x, self.y = (t.clone() if t.is_inference() else t for t in (x, y))
+        self.task = task
 
     def mean_objective(self, weight: torch.Tensor, bias: torch.Tensor, weight_decay: float) -> torch.Tensor:
-        logits = self.x @ weight.T + bias
-        if self.multilabel:
-            bce = F.binary_cross_entropy_with_logits(logits, self.targets, reduction="none")
-            data = (bce * self.known).sum() / len(self.x)
-        else:
-            data = F.cross_entropy(logits, self.targets)
-        return data + weight_decay / (2 * len(self.x)) * weight.square().sum()
+        penalty = weight_decay / 2 * weight.square().sum()
+        return (self.task.log_loss(self.x @ weight.T + bias, self.y) + penalty) / len(self.x)
 
     def solve(self, weight_decay: float, init: Solution | None = None, max_iter: int = 100,
               tol: float = 1e-6, history_size: int = 20) -> tuple[Solution, int]:
         """Minimiser (from zeros or ``init``) and the number of L-BFGS iterations it took."""
         d = self.x.shape[1]
-        weight, bias = (self.x.new_zeros(self.num_classes, d), self.x.new_zeros(self.num_classes)) \
+        weight, bias = (self.x.new_zeros(self.task.num_classes, d), self.x.new_zeros(self.task.num_classes)) \
             if init is None else (init[0].clone(), init[1].clone())
         weight.requires_grad_(True)
         bias.requires_grad_(True)
@@ -89,8 +78,8 @@ class LogisticRegression(ClosedFormMethod):
     def __init__(self, name: str, weight_decay: float | None = None, grid_min: float = 1e-6,
                  grid_max: float = 1e5, grid_size: int = 45, selection_metric: str | None = None,
                  refit: bool = True, max_iter: int = 100, tol: float = 1e-6, history_size: int = 20,
-                 dtype: str = "float32", device: str = "auto"):
-        super().__init__(name, device)
+                 dtype: str = "float32"):
+        super().__init__(name)
         if dtype not in DTYPES:
             raise ValueError(f"logreg dtype={dtype!r}: choose one of {list(DTYPES)}")
         if weight_decay is not None and weight_decay < 0:
@@ -104,7 +93,7 @@ class LogisticRegression(ClosedFormMethod):
         self.dtype = DTYPES[dtype]
 
     def _problem(self, data: Features, ctx: FitContext) -> LogisticProblem:
-        return LogisticProblem(data[0].to(self.dtype), data[1], ctx.num_classes, ctx.multilabel)
+        return LogisticProblem(data[0].to(self.dtype), data[1], ctx.task)
 
     def _fit(self, problem: LogisticProblem, weight_decay: float, init: Solution | None = None,
              warn: bool = True) -> tuple[Solution, bool]:
@@ -116,44 +105,41 @@ class LogisticRegression(ClosedFormMethod):
                         weight_decay, self.solver["max_iter"], self.solver["tol"])
         return solution, converged
 
-    def solve(self, train: Features, val: Features | None, ctx: FitContext) -> LinearScorer:
+    def solve(self, train: Features, val: Features | None, ctx: FitContext) -> FitResult:
         if self.weight_decay is not None:
             solution, _ = self._fit(self._problem(train, ctx), self.weight_decay)
-            self.selected = {"weight_decay": float(self.weight_decay)}
-            return LinearScorer(*solution)
+            return FitResult(LinearScorer(*solution), selected={"weight_decay": float(self.weight_decay)})
         if val is None:
             raise ValueError("logreg selects weight decay on the validation split, but this run has "
                              "none (fit_on=trainval): set method.weight_decay=<value>, e.g. the "
                              "selected.weight_decay of a fit_on=train run")
-        wd, solution = self._select(train, val, ctx)
-        if self.refit:
-            trainval = (torch.cat([train[0], val[0]]), torch.cat([train[1], val[1]]))
-            solution, _ = self._fit(self._problem(trainval, ctx), wd, init=solution)
-        return LinearScorer(*solution)
+        metric = (ctx.task.metric(self.selection_metric, "selection_metric") if self.selection_metric
+                  else ctx.task.primary_metric)
+        wd, solution, val_scores = self._select(train, val, ctx, metric)
+        selected = {"weight_decay": wd, "selection_metric": f"val/{metric}"}
+        if not self.refit:
+            return FitResult(LinearScorer(*solution), selected)
+        trainval = (torch.cat([train[0], val[0]]), torch.cat([train[1], val[1]]))
+        solution, _ = self._fit(self._problem(trainval, ctx), wd, init=solution)
+        # val is now training data: report the scores measured before the refit.
+        return FitResult(LinearScorer(*solution), selected,
+                         val_metrics={f"val/{name}": value for name, value in val_scores.items()})
 
-    def _select(self, train: Features, val: Features, ctx: FitContext) -> tuple[float, Solution]:
-        """Walk the grid from strong to weak regularisation; best validation score wins."""
-        allowed = (MAP11,) if ctx.multilabel else (TOP1, MEAN_PER_CLASS)
-        metric = self.selection_metric or ctx.primary_metric or allowed[0]
-        if metric not in allowed:
-            raise ValueError(f"logreg selection_metric={metric!r} does not apply to this task: "
-                             f"choose one of {allowed}")
+    def _select(self, train: Features, val: Features, ctx: FitContext,
+                metric: str) -> tuple[float, Solution, dict[str, float]]:
+        """Walk the grid from strong to weak regularisation; the best validation ``metric`` wins.
+        Returns the weight decay, its solution on train and its validation scores."""
         problem, x_val = self._problem(train, ctx), val[0].to(self.dtype)
         best, solution, unconverged = None, None, 0
         for wd in sorted(self.grid, reverse=True):
             solution, converged = self._fit(problem, float(wd), init=solution, warn=False)
             unconverged += not converged
-            scores = x_val @ solution[0].T + solution[1]
-            values = classification_metrics(scores, val[1], ctx.num_classes, ctx.multilabel)
+            values = ctx.task.metrics(x_val @ solution[0].T + solution[1], val[1])
             log.debug("logreg weight_decay=%.3g: val %s %.4f", wd, metric, values[metric])
-            if best is None or values[metric] >= best[1][metric]:  # >= as lambda falls: ties -> smallest
-                best = (float(wd), values, solution)
+            if best is None or values[metric] >= best[2][metric]:  # >= as lambda falls: ties -> smallest
+                best = (float(wd), solution, values)
         if unconverged:
             log.warning("logreg: %d of %d grid values stopped at max_iter=%d before reaching tol=%g",
                         unconverged, len(self.grid), self.solver["max_iter"], self.solver["tol"])
-        wd, values, solution = best
-        self.selected = {"weight_decay": wd, "selection_metric": f"val/{metric}"}
-        if self.refit:  # val becomes training data: keep the scores measured before
-            self.val_metrics = {f"val/{name}": value for name, value in values.items()}
-        log.info("logreg: selected weight_decay=%.3g (val %s %.4f)", wd, metric, values[metric])
-        return wd, solution
+        log.info("logreg: selected weight_decay=%.3g (val %s %.4f)", best[0], metric, best[2][metric])
+        return best

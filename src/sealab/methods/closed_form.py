@@ -1,21 +1,18 @@
-"""What the closed-form and other non-SGD methods share: input checks, targets, device, scorer."""
+"""What the closed-form and other non-SGD methods share: input checks, the device, a scorer."""
 
 from __future__ import annotations
 
 from abc import abstractmethod
-from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from sealab.data.base import check_labels
-from sealab.features.extract import resolve_device
-from sealab.methods import Features, FitContext, Method
+from sealab.methods.base import Features, FitContext, FitResult, Method
 
 
 def check_features(data: Features, ctx: FitContext, split: str) -> None:
-    """Features must be n x d and targets must match the task declared by ``ctx``."""
+    """Features must be a non-empty n x d matrix with one valid target per row."""
     x, y = data
     if x.ndim != 2:
         raise ValueError(f"{split} features must be a 2-d (n x d) tensor, got shape {tuple(x.shape)}")
@@ -23,24 +20,7 @@ def check_features(data: Features, ctx: FitContext, split: str) -> None:
         raise ValueError(f"{split}: {len(x)} feature rows but {len(y)} targets; they must match")
     if len(x) == 0:
         raise ValueError(f"{split} split is empty: a closed-form method needs training examples")
-    if ctx.multilabel:
-        if y.ndim != 2 or y.shape[1] != ctx.num_classes:
-            raise ValueError(f"{split}: multi-label targets must be n x {ctx.num_classes} "
-                             f"(multi-hot), got shape {tuple(y.shape)}")
-    else:
-        if y.ndim != 1 or y.is_floating_point():
-            raise ValueError(f"{split}: multi-class targets must be a 1-d integer tensor of class "
-                             f"indices, got {y.dtype} of shape {tuple(y.shape)}")
-        check_labels(y, ctx.num_classes, split)
-
-
-def positive_targets(y: torch.Tensor, num_classes: int, multilabel: bool,
-                     dtype: torch.dtype = torch.float32) -> torch.Tensor:
-    """n x C matrix of 1 (positive) / 0: one-hot for class indices; for multi-hot targets the
-    VOC "difficult" marker (-1) counts as not positive."""
-    if multilabel:
-        return (y > 0).to(dtype)
-    return F.one_hot(y.long(), num_classes).to(dtype)
+    ctx.task.check_targets(y, split)
 
 
 def require_every_class(counts: torch.Tensor, method: str) -> None:
@@ -75,27 +55,20 @@ def _to(data: Features | None, device: torch.device) -> Features | None:
 
 class ClosedFormMethod(Method):
     """A method fitted directly on the whole feature matrix, in closed form or by full-batch
-    optimisation: no Lightning trainer, no augmenter.
+    optimisation, on the run's device: no Lightning trainer, no augmenter.
 
-    Subclasses implement ``solve`` on inputs already checked and moved to the compute device.
-    ``selected`` holds what the method chose itself (e.g. a validation-selected
-    hyper-parameter); the run records it in metrics.json.
+    Subclasses implement ``solve`` on inputs already checked and moved to ``ctx.device``.
     """
 
-    def __init__(self, name: str, device: str = "auto"):
-        super().__init__(name)
-        self.device = device
-        self.selected: dict[str, Any] = {}
-
-    def fit(self, train: Features, val: Features | None, ctx: FitContext) -> nn.Module:
+    def fit(self, train: Features, val: Features | None, ctx: FitContext) -> FitResult:
         check_features(train, ctx, "train")
         if val is not None:
             check_features(val, ctx, "val")
             if val[0].shape[1] != train[0].shape[1]:
                 raise ValueError(f"val features have {val[0].shape[1]} dims, train {train[0].shape[1]}")
-        device = resolve_device(self.device, fallback=train[0].device)  # else where the features are
-        self.selected = {}
-        return self.solve(_to(train, device), _to(val, device), ctx).cpu().eval()
+        result = self.solve(_to(train, ctx.device), _to(val, ctx.device), ctx)
+        result.scorer = result.scorer.cpu().eval()
+        return result
 
     @abstractmethod
-    def solve(self, train: Features, val: Features | None, ctx: FitContext) -> nn.Module: ...
+    def solve(self, train: Features, val: Features | None, ctx: FitContext) -> FitResult: ...

@@ -6,8 +6,6 @@ import copy
 from collections import OrderedDict
 from typing import Callable
 
-import lightning as L
-import timm
 import torch
 from torch import nn
 from torch.utils.data import Dataset
@@ -17,13 +15,13 @@ from sealab.backbones.base import Backbone
 from sealab.backbones.timm_backbone import TimmBackbone
 from sealab.features.extract import image_loader
 from sealab.heads.linear import LinearHead
-from sealab.methods import FitContext, ImageMethod
+from sealab.methods.base import FitContext, FitResult, HeadModule, ImageMethod
 
 
 def augmented_transform(backbone: TimmBackbone) -> v2.Compose:
     """The protocol's training augmentation: random-resized crop and horizontal flip at the
     backbone's input size, normalised with the model's own mean/std."""
-    config = timm.data.resolve_model_data_config(backbone.model)
+    config = backbone.data_config
     return v2.Compose([
         v2.PILToTensor(),
         v2.RGB(),
@@ -35,7 +33,7 @@ def augmented_transform(backbone: TimmBackbone) -> v2.Compose:
     ])
 
 
-class FineTuneModule(L.LightningModule):
+class FineTuneModule(HeadModule):
     """Trains every weight of ``backbone`` and ``head``; the learning rate follows a cosine
     from its initial value to 0 over all optimiser steps of the run."""
 
@@ -53,13 +51,6 @@ class FineTuneModule(L.LightningModule):
         loss = self.head.loss(self(images), y)
         self.log("train/loss", loss, on_step=False, on_epoch=True, batch_size=len(y))
         return loss
-
-    def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
-        images, y = batch
-        scores = self(images)
-        self.log("val/loss", self.head.loss(scores, y), batch_size=len(y))
-        if not self.head.multilabel:
-            self.log("val/top1", (scores.argmax(1) == y).float().mean(), batch_size=len(y))
 
     def configure_optimizers(self):
         optimizer = self.optimizer_factory(self.parameters())
@@ -86,13 +77,12 @@ class FineTune(ImageMethod):
         self.epochs, self.steps, self.batch_size, self.num_workers = epochs, steps, batch_size, num_workers
 
     def fit_images(self, train: Dataset, val: Dataset | None, backbone: Backbone,
-                   ctx: FitContext) -> nn.Module:
+                   ctx: FitContext) -> FitResult:
         if not isinstance(backbone, TimmBackbone):
             raise TypeError(f"method={self.name} fine-tunes a timm model, but backbone {backbone.name} is a "
                             f"{type(backbone).__name__}: choose e.g. backbone=resnet10t_random_init or resnet50")
         tuned = copy.deepcopy(backbone).unfreeze()
-        head = self.head_factory(in_features=backbone.feature_dim, num_classes=ctx.num_classes,
-                                 multilabel=ctx.multilabel)
+        head = self.head_factory(in_features=backbone.feature_dim, task=ctx.task)
         module = FineTuneModule(tuned, head, self.optimizer)
         # A last batch of one image would make BatchNorm (in train mode) fail: drop only that one.
         train_loader = image_loader(train, augmented_transform(backbone), self.batch_size, self.num_workers,
@@ -102,4 +92,4 @@ class FineTune(ImageMethod):
         trainer = ctx.make_trainer(max_epochs=-1 if self.steps else self.epochs, max_steps=self.steps or -1,
                                    limit_val_batches=0 if val is None else 1.0)
         trainer.fit(module, train_dataloaders=train_loader, val_dataloaders=val_loader)
-        return nn.Sequential(OrderedDict(backbone=tuned.freeze(), head=head)).cpu().eval()
+        return FitResult(nn.Sequential(OrderedDict(backbone=tuned.freeze(), head=head)).cpu().eval())

@@ -5,11 +5,12 @@ from functools import partial
 import lightning as L
 import torch
 import torch.nn.functional as F
+from helpers import fit_context
 
-from sealab.data.datamodule import TensorBatches
+from sealab.features.batches import TensorBatches
 from sealab.heads.linear import LinearHead
-from sealab.methods import FitContext
-from sealab.modules.probe import LinearProbe
+from sealab.methods.probe import LinearProbe
+from sealab.task import MultiClass
 
 
 def test_each_epoch_visits_every_example_once_in_a_new_order():
@@ -32,12 +33,6 @@ def test_drop_last_and_in_order_batches():
     assert torch.cat([b[1] for b in TensorBatches(x, y, 4, shuffle=False)]).tolist() == list(range(10))
 
 
-def make_ctx(seed=0):
-    return FitContext(num_classes=3, multilabel=False, seed=seed, make_trainer=lambda **kw: L.Trainer(
-        accelerator="cpu", logger=False, enable_progress_bar=False, enable_checkpointing=False,
-        enable_model_summary=False, **kw))
-
-
 def blobs(n=120, d=8, seed=0):
     gen = torch.Generator().manual_seed(seed)
     y = torch.arange(n) % 3
@@ -54,9 +49,9 @@ def test_probe_matches_a_plain_sgd_loop():
     """Same init, same batches, same updates as a hand-written loop."""
     x, y = blobs()
     L.seed_everything(0)
-    head = probe().fit((x, y), None, make_ctx())
+    head = probe().fit((x, y), None, fit_context()).scorer
     L.seed_everything(0)
-    ref = LinearHead(8, 3)
+    ref = LinearHead(8, MultiClass(3))
     opt = torch.optim.SGD(ref.parameters(), lr=0.5, momentum=0.9)
     batches = TensorBatches(x, y, 32, shuffle=True, seed=0)
     for _ in range(5):
@@ -72,6 +67,6 @@ def test_probe_is_deterministic_and_learns():
     weights = []
     for _ in range(2):
         L.seed_everything(0)
-        weights.append(probe().fit((x, y), (x, y), make_ctx()).weight)
+        weights.append(probe().fit((x, y), (x, y), fit_context()).scorer.weight)
     assert torch.equal(weights[0], weights[1])
     assert ((x @ weights[0].T).argmax(1) == y).float().mean() > 0.9

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from helpers import compose_train, metrics_files, read_metrics, run_train
+from helpers import compose_train, fit_context, metrics_files, read_metrics, run_train
 from hydra.utils import instantiate
 from PIL import Image
 from torch.utils.data import Dataset
@@ -15,8 +15,7 @@ from torch.utils.data import Dataset
 from sealab.backbones.random_features import RandomReLUFeatures
 from sealab.backbones.timm_backbone import TimmBackbone
 from sealab.features.extract import extract_features, run_model
-from sealab.methods import FitContext
-from sealab.metrics import classification_metrics
+from sealab.task import MultiClass, MultiLabel
 
 COLOURS = np.array([(220, 30, 30), (30, 200, 40), (40, 40, 230)], dtype=np.uint8)
 
@@ -78,10 +77,8 @@ class Recorder(L.Callback):
         self.final_lr = trainer.optimizers[0].param_groups[0]["lr"]
 
 
-def make_ctx(recorder=None, num_classes=3, multilabel=False):
-    return FitContext(num_classes=num_classes, multilabel=multilabel, seed=0, make_trainer=lambda **kw: L.Trainer(
-        accelerator="cpu", logger=False, enable_progress_bar=False, enable_checkpointing=False,
-        enable_model_summary=False, num_sanity_val_steps=0, callbacks=[recorder] if recorder else [], **kw))
+def make_ctx(recorder=None, multilabel=False):
+    return fit_context(3, multilabel, callbacks=[recorder] if recorder else [])
 
 
 def finetune(tmp_path, *overrides):
@@ -98,7 +95,7 @@ def snapshot(module):
 def test_finetuning_trains_a_copy_of_the_backbone_and_leaves_the_configured_one_frozen(tmp_path):
     backbone = tiny_backbone()
     before = snapshot(backbone)
-    classifier = finetune(tmp_path, "method.epochs=1").fit_images(ColourImages(40, seed=0), None, backbone, make_ctx())
+    classifier = finetune(tmp_path, "method.epochs=1").fit_images(ColourImages(40, seed=0), None, backbone, make_ctx()).scorer
     tuned = classifier.backbone.state_dict()
     changed = {k for k in before if not torch.equal(before[k], tuned[k])}
     assert any(k.endswith("conv1.0.weight") for k in changed)  # the first convolution was trained
@@ -122,7 +119,7 @@ def test_unfreeze_is_explicit_and_freeze_restores_the_frozen_path():
     assert not backbone.training and not backbone.frozen
     # Extraction always freezes: its features never depend on batch statistics or move weights.
     before = snapshot(backbone)
-    extract_features(backbone, ColourImages(10, seed=1), batch_size=4)
+    extract_features(backbone, ColourImages(10, seed=1), torch.device("cpu"), batch_size=4)
     assert backbone.frozen and not backbone.train().training
     assert all(torch.equal(before[k], v) for k, v in backbone.state_dict().items())
 
@@ -130,9 +127,9 @@ def test_unfreeze_is_explicit_and_freeze_restores_the_frozen_path():
 def test_it_learns_colours_well_above_chance(tmp_path):
     backbone, recorder = tiny_backbone(), Recorder()
     classifier = finetune(tmp_path, "method.epochs=4").fit_images(ColourImages(48, seed=0), ColourImages(12, seed=1),
-                                               backbone, make_ctx(recorder))
-    scores, y = run_model(classifier, ColourImages(60, seed=2), backbone.transform, batch_size=32, device="cpu")
-    assert classification_metrics(scores, y, num_classes=3)["top1"] > 0.9  # chance: 1/3
+                                               backbone, make_ctx(recorder)).scorer
+    scores, y = run_model(classifier, ColourImages(60, seed=2), backbone.transform, torch.device("cpu"), batch_size=32)
+    assert MultiClass(3).metrics(scores, y)["top1"] > 0.9  # chance: 1/3
     assert recorder.losses[-1] < 0.5 * recorder.losses[0]
 
 
@@ -148,10 +145,11 @@ def test_learning_rate_follows_the_cosine_to_zero(tmp_path):
 def test_multilabel_fine_tuning_learns_with_ignored_targets(tmp_path):
     backbone = tiny_backbone()
     train = ColourImages(64, seed=0, multilabel=True, ignored=0.3)
-    classifier = finetune(tmp_path, "method.epochs=4").fit_images(train, None, backbone, make_ctx(multilabel=True))
-    scores, y = run_model(classifier, ColourImages(48, seed=3, multilabel=True, ignored=0.2), backbone.transform, device="cpu")
+    classifier = finetune(tmp_path, "method.epochs=4").fit_images(train, None, backbone, make_ctx(multilabel=True)).scorer
+    scores, y = run_model(classifier, ColourImages(48, seed=3, multilabel=True, ignored=0.2), backbone.transform,
+                          torch.device("cpu"))
     assert scores.shape == (48, 3) and torch.isfinite(scores).all()
-    assert classification_metrics(scores, y, num_classes=3, multilabel=True)["map11"] > 0.8
+    assert MultiLabel(3).metrics(scores, y)["map11"] > 0.8
     # The configured head's loss is plain binary cross-entropy over the entries that are not -1.
     kept = y >= 0
     assert (~kept).any()
@@ -161,8 +159,6 @@ def test_multilabel_fine_tuning_learns_with_ignored_targets(tmp_path):
 def test_fine_tuning_needs_a_timm_backbone_and_images(tmp_path):
     with pytest.raises(TypeError, match="backbone=resnet10t_random_init"):
         finetune(tmp_path).fit_images(ColourImages(8, seed=0), None, RandomReLUFeatures(16, input_size=4), make_ctx())
-    with pytest.raises(TypeError, match="fit_images"):
-        finetune(tmp_path).fit((torch.zeros(4, 2), torch.zeros(4, dtype=torch.long)), None, make_ctx())
 
 
 def test_sealab_train_fine_tunes_end_to_end(tmp_path):

@@ -4,17 +4,15 @@ from __future__ import annotations
 
 from typing import Callable
 
-import lightning as L
 import torch
-from torch import nn
 
 from sealab.augment.base import FeatureAugmenter
-from sealab.data.datamodule import FeatureDataModule
+from sealab.features.batches import FeatureDataModule
 from sealab.heads.linear import LinearHead
-from sealab.methods import Features, FitContext, Method
+from sealab.methods.base import Features, FitContext, FitResult, HeadModule, Method
 
 
-class LinearProbeModule(L.LightningModule):
+class LinearProbeModule(HeadModule):
     """Trains ``head`` on (optionally augmented) fixed features; evaluates ``argmax W x``."""
 
     def __init__(self, head: LinearHead, augmenter: FeatureAugmenter | None,
@@ -59,13 +57,6 @@ class LinearProbeModule(L.LightningModule):
                 "otherwise lower the learning rate."
             )
 
-    def validation_step(self, batch: Features, batch_idx: int) -> None:
-        x, y = batch
-        scores = self.head(x)
-        self.log("val/loss", self.head.loss(scores, y), batch_size=len(x))
-        if not self.head.multilabel:
-            self.log("val/top1", (scores.argmax(1) == y).float().mean(), batch_size=len(x))
-
     def configure_optimizers(self):
         optimizer = self.optimizer_factory(self.head.parameters())
         if self.scheduler_factory is None:
@@ -85,13 +76,12 @@ class LinearProbe(Method):
         self.augmenter, self.epochs = augmenter, epochs
         self.batch_size, self.drop_last = batch_size, drop_last
 
-    def fit(self, train: Features, val: Features | None, ctx: FitContext) -> nn.Module:
-        head = self.head_factory(in_features=train[0].shape[1], num_classes=ctx.num_classes,
-                                 multilabel=ctx.multilabel)
+    def fit(self, train: Features, val: Features | None, ctx: FitContext) -> FitResult:
+        head = self.head_factory(in_features=train[0].shape[1], task=ctx.task)
         module = LinearProbeModule(head, self.augmenter, self.optimizer, self.scheduler)
         data = FeatureDataModule(train, val, batch_size=self.batch_size,
                                  drop_last=self.drop_last, seed=ctx.seed)
         # Without a validation split, switch the validation loop off (and its warning).
         trainer = ctx.make_trainer(max_epochs=self.epochs, **({} if val else {"limit_val_batches": 0}))
         trainer.fit(module, datamodule=data)
-        return head.cpu().eval()
+        return FitResult(head.cpu().eval())

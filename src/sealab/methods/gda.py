@@ -4,8 +4,13 @@ from __future__ import annotations
 
 import torch
 
-from sealab.heads.closed_form import ClosedFormMethod, LinearScorer, positive_targets, require_every_class
-from sealab.methods import Features, FitContext
+from sealab.methods.base import Features, FitContext, FitResult
+from sealab.methods.closed_form import (
+    ClosedFormMethod,
+    LinearScorer,
+    require_every_class,
+)
+from sealab.task import MultiClass
 
 
 def ledoit_wolf_shrinkage(xc: torch.Tensor) -> float:
@@ -37,18 +42,18 @@ class GaussianDiscriminant(ClosedFormMethod):
     float64 by Cholesky; the chosen ``a`` is reported in ``selected``.
     """
 
-    def __init__(self, name: str, shrinkage: float | str = "auto", device: str = "auto"):
-        super().__init__(name, device)
+    def __init__(self, name: str, shrinkage: float | str = "auto"):
+        super().__init__(name)
         if not (shrinkage == "auto" or (isinstance(shrinkage, (int, float)) and 0 <= shrinkage <= 1)):
             raise ValueError(f"gda shrinkage={shrinkage!r}: use 'auto' (Ledoit-Wolf) or a number in [0, 1]")
         self.shrinkage = shrinkage
 
-    def solve(self, train: Features, val: Features | None, ctx: FitContext) -> LinearScorer:
-        if ctx.multilabel:
+    def solve(self, train: Features, val: Features | None, ctx: FitContext) -> FitResult:
+        if not isinstance(ctx.task, MultiClass):
             raise ValueError("gda models one class per example and cannot fit multi-label targets: "
                              "use method=logreg, knn or ncm for multi-label datasets")
         x = train[0].double()
-        t = positive_targets(train[1], ctx.num_classes, False, x.dtype)
+        t = ctx.task.positives(train[1], x.dtype)
         counts = t.sum(0)
         require_every_class(counts, self.name)
         means = (t.T @ x) / counts[:, None]
@@ -62,5 +67,4 @@ class GaussianDiscriminant(ClosedFormMethod):
                              "set method.shrinkage=auto or a larger value")
         weight = torch.cholesky_solve(means.T, chol).T
         bias = torch.log(counts / len(x)) - 0.5 * (means * weight).sum(1)
-        self.selected = {"shrinkage": a}
-        return LinearScorer(weight, bias)
+        return FitResult(LinearScorer(weight, bias), selected={"shrinkage": a})

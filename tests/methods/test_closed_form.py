@@ -15,19 +15,20 @@ from sklearn.discriminant_analysis import LinearDiscriminantAnalysis
 from sklearn.linear_model import LogisticRegression as SkLogisticRegression
 
 from sealab.experiment import run
-from sealab.heads.gda import GaussianDiscriminant, ledoit_wolf_shrinkage
-from sealab.heads.knn import KNearestNeighbours, KNNScorer
-from sealab.heads.logreg import LogisticRegression
-from sealab.heads.ncm import NearestClassMean
-from sealab.methods import FitContext, Method
+from sealab.methods.base import FitContext, Method
+from sealab.methods.gda import GaussianDiscriminant, ledoit_wolf_shrinkage
+from sealab.methods.knn import KNearestNeighbours, KNNScorer
+from sealab.methods.logreg import LogisticRegression
+from sealab.methods.ncm import NearestClassMean
+from sealab.task import MultiClass, make_task
 
 METHODS = ("logreg", "knn", "ncm", "gda")
 C, D = 4, 16
 
 
 def ctx(multilabel: bool = False, primary_metric: str | None = None) -> FitContext:
-    return FitContext(num_classes=C, multilabel=multilabel, seed=0, make_trainer=None,
-                      primary_metric=primary_metric)
+    return FitContext(task=make_task(C, multilabel, primary_metric), seed=0, device=torch.device("cpu"),
+                      make_trainer=None)
 
 
 def blobs(n: int, seed: int, spread: float = 0.6, dim: int = D):
@@ -72,14 +73,14 @@ def test_config_composes_and_instantiates(name):
 @pytest.mark.parametrize("name", METHODS)
 def test_beats_chance_by_wide_margin(name, data):
     train, val, (x, y) = data
-    scorer = from_config(name).fit(train, val, ctx())
+    scorer = from_config(name).fit(train, val, ctx()).scorer
     assert (scorer(x).argmax(1) == y).float().mean() > 0.85  # chance is 0.25
 
 
 @pytest.mark.parametrize("name", ["logreg", "knn", "ncm"])
 def test_multilabel_beats_chance(name):
     train, val, (x, y) = multilabel_blobs(300, 0), multilabel_blobs(100, 1), multilabel_blobs(300, 2)
-    scores = from_config(name).fit(train, val, ctx(multilabel=True))(x)
+    scores = from_config(name).fit(train, val, ctx(multilabel=True)).scorer(x)
     # The top-scored class is a true label far more often than the ~37% of a random class.
     assert y.gather(1, scores.argmax(1, keepdim=True)).mean() > 0.8
 
@@ -90,7 +91,7 @@ def test_deterministic(name, data):
     outputs = []
     for _ in range(2):
         torch.manual_seed(0)
-        outputs.append(from_config(name).fit(train, val, ctx())(x))
+        outputs.append(from_config(name).fit(train, val, ctx()).scorer(x))
     assert torch.equal(*outputs)
 
 
@@ -107,7 +108,7 @@ def sklearn_logreg(x: torch.Tensor, y: torch.Tensor, weight_decay: float) -> SkL
 def test_logreg_matches_sklearn(data, dtype, weight_decay):
     (xt, yt), _, (x, _) = data
     ours = LogisticRegression("logreg", weight_decay=weight_decay, dtype=dtype, max_iter=2000, tol=1e-8)
-    probs = torch.softmax(ours.fit((xt, yt), None, ctx())(x).double(), 1).numpy()
+    probs = torch.softmax(ours.fit((xt, yt), None, ctx()).scorer(x).double(), 1).numpy()
     expected = sklearn_logreg(xt, yt, weight_decay).predict_proba(x.double().numpy())
     assert np.array_equal(probs.argmax(1), expected.argmax(1))
     assert np.abs(probs - expected).max() < 1e-3
@@ -117,7 +118,7 @@ def test_logreg_multilabel_is_one_vs_rest_sklearn_without_ignored_entries():
     (xt, yt), (x, _) = multilabel_blobs(200, 0), multilabel_blobs(100, 1)
     yt[torch.rand(yt.shape, generator=torch.Generator().manual_seed(0)) < 0.2] = -1  # VOC "difficult"
     ours = LogisticRegression("logreg", weight_decay=0.5, dtype="float64", max_iter=2000, tol=1e-9)
-    probs = torch.sigmoid(ours.fit((xt, yt), None, ctx(multilabel=True))(x)).numpy()
+    probs = torch.sigmoid(ours.fit((xt, yt), None, ctx(multilabel=True)).scorer(x)).numpy()
     for c in range(C):
         keep = yt[:, c] >= 0
         sk = sklearn_logreg(xt[keep], yt[keep, c], 0.5)
@@ -132,7 +133,8 @@ def test_logreg_selects_best_val_weight_decay_and_refits_on_trainval(spread):
     grid = np.logspace(-3, 3, 7)
     method = LogisticRegression("logreg", grid_min=grid[0], grid_max=grid[-1], grid_size=len(grid),
                                 dtype="float64", max_iter=2000, tol=1e-9)
-    scorer = method.fit(train, val, ctx())
+    result = method.fit(train, val, ctx())
+    scorer = result.scorer
 
     # The direct loop, with scikit-learn.
     val_acc = [sklearn_logreg(*train, wd).score(val[0].double().numpy(), val[1].numpy()) for wd in grid]
@@ -141,8 +143,8 @@ def test_logreg_selects_best_val_weight_decay_and_refits_on_trainval(spread):
     # Neither the first value nor (for the plateau) a unique maximum would make the check moot.
     assert val_acc[0] != best and (spread > 1 or val_acc.count(best) > 1)
     expected = min(wd for wd, acc in zip(grid, val_acc) if acc == best)
-    assert method.selected["weight_decay"] == pytest.approx(expected)
-    assert method.val_metrics["val/top1"] == pytest.approx(best)
+    assert result.selected["weight_decay"] == pytest.approx(expected)
+    assert result.val_metrics["val/top1"] == pytest.approx(best)
 
     refit = sklearn_logreg(torch.cat([train[0], val[0]]), torch.cat([train[1], val[1]]), expected)
     probs = torch.softmax(scorer(val[0]).double(), 1).numpy()
@@ -156,9 +158,9 @@ def test_logreg_without_val_needs_fixed_weight_decay(data):
 
 def test_logreg_selects_on_the_datasets_primary_metric(data):
     method = LogisticRegression("logreg", grid_size=3)
-    method.fit(data[0], data[1], ctx(primary_metric="mean_per_class"))
-    assert method.selected["selection_metric"] == "val/mean_per_class"
-    assert set(method.val_metrics) == {"val/top1", "val/mean_per_class"}
+    result = method.fit(data[0], data[1], ctx(primary_metric="mean_per_class"))
+    assert result.selected["selection_metric"] == "val/mean_per_class"
+    assert set(result.val_metrics) == {"val/top1", "val/mean_per_class"}
 
 
 def test_logreg_rejects_a_selection_metric_of_the_other_task(data):
@@ -199,22 +201,22 @@ def test_knn_equals_brute_force_for_any_chunking(multilabel, query_chunk, bank_c
     (bank, labels), (queries, _) = make(150, 0), make(60, 1)
     method = KNearestNeighbours("knn", k=20, temperature=0.07, query_chunk=query_chunk,
                                 bank_chunk=bank_chunk)
-    scores = method.fit((bank, labels), None, ctx(multilabel))(queries)
+    scores = method.fit((bank, labels), None, ctx(multilabel)).scorer(queries)
     expected = brute_force_knn(bank, labels, queries, 20, 0.07, C)
     torch.testing.assert_close(scores.double(), expected, rtol=1e-5, atol=1e-6)
 
 
 def test_knn_uses_every_example_when_k_exceeds_bank():
     (bank, labels), (queries, _) = blobs(8, 0), blobs(5, 1)
-    scores = KNearestNeighbours("knn", k=20).fit((bank, labels), None, ctx())(queries)
+    scores = KNearestNeighbours("knn", k=20).fit((bank, labels), None, ctx()).scorer(queries)
     torch.testing.assert_close(scores.double(), brute_force_knn(bank, labels, queries, 8, 0.07, C))
 
 
 def test_knn_is_invariant_to_feature_scale():
     # Cosine similarity: scaling queries or the bank must not change the scores.
     (bank, labels), (queries, _) = blobs(50, 0), blobs(10, 1)
-    a = KNNScorer(bank, labels, C, False, k=5)(queries)
-    b = KNNScorer(3 * bank, labels, C, False, k=5)(0.2 * queries)
+    a = KNNScorer(bank, labels, MultiClass(C), k=5)(queries)
+    b = KNNScorer(3 * bank, labels, MultiClass(C), k=5)(0.2 * queries)
     torch.testing.assert_close(a, b)
 
 
@@ -225,7 +227,7 @@ def test_knn_is_invariant_to_feature_scale():
 def test_ncm_equals_numpy(multilabel):
     make = multilabel_blobs if multilabel else blobs
     (x, y), (q, _) = make(120, 0), make(30, 1)
-    scores = NearestClassMean("ncm").fit((3 * x, y), None, ctx(multilabel))(2 * q).numpy()
+    scores = NearestClassMean("ncm").fit((3 * x, y), None, ctx(multilabel)).scorer(2 * q).numpy()
     xn = x.double().numpy() / np.linalg.norm(x.double().numpy(), axis=1, keepdims=True)
     qn = q.double().numpy() / np.linalg.norm(q.double().numpy(), axis=1, keepdims=True)
     members = [(y[:, c] > 0).numpy() if multilabel else (y == c).numpy() for c in range(C)]
@@ -247,7 +249,7 @@ def test_class_mean_methods_name_a_missing_class(cls):
 @pytest.mark.parametrize("shrinkage", [0.05, 0.3, 1.0])
 def test_gda_equals_sklearn_lda(shrinkage):
     (x, y), (q, _) = blobs(200, 0, spread=1.5), blobs(100, 1, spread=1.5)
-    scores = GaussianDiscriminant("gda", shrinkage=shrinkage).fit((x, y), None, ctx())(q).numpy()
+    scores = GaussianDiscriminant("gda", shrinkage=shrinkage).fit((x, y), None, ctx()).scorer(q).numpy()
     lda = LinearDiscriminantAnalysis(solver="lsqr", shrinkage=shrinkage).fit(x.double().numpy(), y.numpy())
     expected = lda.decision_function(q.double().numpy())
     assert np.array_equal(scores.argmax(1), lda.predict(q.double().numpy()))
@@ -257,11 +259,11 @@ def test_gda_equals_sklearn_lda(shrinkage):
 def test_gda_auto_uses_ledoit_wolf_of_class_centred_features():
     x, y = blobs(200, 0, spread=1.5)
     method = GaussianDiscriminant("gda", shrinkage="auto")
-    method.fit((x, y), None, ctx())
+    result = method.fit((x, y), None, ctx())
     means = torch.stack([x[y == c].double().mean(0) for c in range(C)])
     centred = (x.double() - means[y]).numpy()
     expected = sk_ledoit_wolf_shrinkage(centred, assume_centered=True)
-    assert method.selected["shrinkage"] == pytest.approx(expected)
+    assert result.selected["shrinkage"] == pytest.approx(expected)
 
 
 @pytest.mark.parametrize("n,d", [(50, 8), (30, 60), (500, 3)])

@@ -1,0 +1,95 @@
+"""What a ``method=`` choice is: something that fits a classifier on normalised features
+(or, for fine-tuning, on the images themselves) and says what it chose on the way."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import lightning as L
+import torch
+from torch import nn
+from torch.utils.data import Dataset
+
+from sealab.backbones.base import Backbone
+from sealab.task import Task
+
+Features = tuple[torch.Tensor, torch.Tensor]
+
+
+@dataclass
+class FitContext:
+    """What every method may need beyond the data: the task, the run's seed, the one device
+    the run places tensors on, and a factory for Lightning trainers set up for that device
+    (the method passes what it owns, e.g. ``max_epochs``)."""
+
+    task: Task
+    seed: int
+    device: torch.device
+    make_trainer: Callable[..., L.Trainer]
+
+
+@dataclass
+class FitResult:
+    """A fitted method: ``scorer`` maps inputs to class scores (n x C) on the CPU in eval mode;
+    ``selected`` is what the method chose itself (e.g. logreg's weight decay), recorded in
+    metrics.json; ``val_metrics`` ({"val/<metric>": value}) are validation scores the method
+    measured before training on val (a refit on train+val). When it is empty the run scores val."""
+
+    scorer: nn.Module
+    selected: dict[str, Any] = field(default_factory=dict)
+    val_metrics: dict[str, float] = field(default_factory=dict)
+
+
+class Method(ABC):
+    """Fits a scorer on normalised features (n x d). ``val`` is the validation split for model
+    selection; it is None when the run refits on train+val. ``name`` is the row label in
+    results tables."""
+
+    def __init__(self, name: str):
+        self.name = name
+
+    @abstractmethod
+    def fit(self, train: Features, val: Features | None, ctx: FitContext) -> FitResult: ...
+
+
+class ImageMethod(ABC):
+    """A method that trains on the images of the splits, not on cached features (fine-tuning).
+
+    ``fit_images`` gets ``(PIL image, target)`` datasets and the configured backbone (which it
+    must leave unchanged); its scorer maps batches of images preprocessed by
+    ``backbone.transform`` to class scores (B x C).
+    """
+
+    def __init__(self, name: str):
+        self.name = name
+
+    @abstractmethod
+    def fit_images(self, train: Dataset, val: Dataset | None, backbone: Backbone,
+                   ctx: FitContext) -> FitResult: ...
+
+
+class HeadModule(L.LightningModule):
+    """A LightningModule scored by a ``LinearHead`` (``self.head``) on top of ``forward``.
+    Validation logs the loss per batch and, at the end of the epoch, every metric of the
+    task over the whole split (mAP cannot be averaged over batches)."""
+
+    head: nn.Module
+
+    def __init__(self):
+        super().__init__()
+        self._val_scores: list[Features] = []
+
+    def validation_step(self, batch: Features, batch_idx: int) -> None:
+        x, y = batch
+        scores = self(x)
+        self.log("val/loss", self.head.loss(scores, y), batch_size=len(y))
+        self._val_scores.append((scores.detach(), y))
+
+    def on_validation_epoch_end(self) -> None:
+        if self._val_scores:
+            scores, y = (torch.cat(parts) for parts in zip(*self._val_scores))
+            self._val_scores.clear()
+            metrics = self.head.task.metrics(scores.float().cpu(), y.cpu())
+            self.log_dict({f"val/{name}": value for name, value in metrics.items()})

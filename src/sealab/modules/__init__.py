@@ -1,1 +1,0 @@
-"""LightningModules: the linear probe on fixed features."""
