@@ -46,9 +46,11 @@ def test_quick_bench_writes_every_field(tmp_path):
     for target in results["targets"].values():
         assert _positive(target["ratio"]) and _positive(target["limit"])
         assert isinstance(target["pass"], bool)
-        expected = (results["seconds_per_epoch"][target["numerator"]]
-                    / results["seconds_per_epoch"][target["denominator"]])
+        expected = results["timings"][target["numerator"]] / results["timings"][target["denominator"]]
         assert math.isclose(target["ratio"], expected)
+    assert set(results["command_seconds"]) == {"grid_command", "separate_commands"}
+    assert all(_positive(s) for s in results["command_seconds"].values())
+    assert results["floor"]["sea_clean_over_linear"] > 1
     assert not list(out.parent.glob(".*.tmp"))  # the atomic write left no temp file
     share = results["machine"]["other_processes_cpu_share"]
     assert share is None or 0 <= share <= 1

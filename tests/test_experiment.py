@@ -179,3 +179,30 @@ def test_debug_fast_runs_one_batch_each_way_without_a_logger(tmp_path):
     record = run_in_process(tmp_path, "debug=fast", "method=linear")
     assert {"val/top1", "test/top1"} <= record["metrics"].keys()
     assert sorted(p.name for p in (tmp_path / "run").iterdir()) == ["classifier.pt", "dataset.json", "metrics.json"]
+
+
+def test_a_grid_run_selects_on_validation_and_records_every_head(tmp_path):
+    record = run_in_process(tmp_path, "experiment=quickstart", "method.epochs=20",
+                            "method.grid={augmenter.eta:[0.8,0.3]}")
+    grid = record["grid"]
+    assert [head["values"] for head in grid] == [{"augmenter.eta": 0.8}, {"augmenter.eta": 0.3}]
+    assert all({"val/top1", "test/top1"} <= head["metrics"].keys() for head in grid)
+    assert grid[1]["metrics"]["val/top1"] > grid[0]["metrics"]["val/top1"]  # the published step collapses
+    assert record["selected"] == {"augmenter.eta": 0.3} and record["metrics"] == grid[1]["metrics"]
+    written = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert written["grid"] == grid
+
+
+def test_selection_reads_validation_only_and_ties_go_to_the_first():
+    heads = [{"val/top1": 0.5, "test/top1": 0.9}, {"val/top1": 0.7, "test/top1": 0.1},
+             {"val/top1": 0.7, "test/top1": 0.2}]
+    assert sealab.experiment.best_on_validation(heads, "val/top1") == 1
+
+
+def test_fit_on_trainval_retrains_the_selected_head(tmp_path):
+    record = run_in_process(tmp_path, "experiment=quickstart", "method.epochs=20", "fit_on=trainval",
+                            "method.grid={augmenter.eta:[0.8,0.3]}")
+    assert record["selected"] == {"augmenter.eta": 0.3}
+    chosen = record["grid"][1]["metrics"]
+    assert record["metrics"]["val/top1"] == chosen["val/top1"]  # measured before val became training data
+    assert record["metrics"]["test/top1"] > 0.9

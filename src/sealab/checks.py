@@ -26,7 +26,8 @@ def check_run_config(cfg: DictConfig, method_choice: str) -> None:
     # A component slot the chosen method leaves empty, filled by settings meant for another
     # method (e.g. an experiment's SeA step landing in the linear probe's augmenter slot).
     for key, node in cfg.method.items():
-        if isinstance(node, DictConfig) and "_target_" not in node:
+        # (A grid maps keys to lists; every other mapping in a method config is a component.)
+        if key != "grid" and isinstance(node, DictConfig) and "_target_" not in node:
             raise ValueError(
                 f"method.{key} holds settings ({', '.join(map(str, node))}) but method={method_choice} has no "
                 f"{key}: they come from an override or an experiment meant for another method. Drop them, "

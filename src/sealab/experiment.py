@@ -3,9 +3,11 @@
 
 from __future__ import annotations
 
+import copy
 import logging
 import time
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -14,7 +16,7 @@ import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from lightning.pytorch.loggers import Logger
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 from torch import nn
 
 from sealab.backbones.base import Backbone
@@ -25,7 +27,7 @@ from sealab.features.extract import run_model
 from sealab.features.store import SplitFeatures, load_split_features
 from sealab.fileio import atomic_write_bytes, atomic_write_json
 from sealab.heads.normalize import FeatureNormalizer
-from sealab.methods.base import FitContext, FitResult, ImageMethod, Method
+from sealab.methods.base import Features, FitContext, ImageMethod, Method
 from sealab.report import git_sha, print_metrics, write_metrics
 from sealab.task import Task
 
@@ -75,25 +77,78 @@ def split_metrics(scored: dict[str, tuple[torch.Tensor, torch.Tensor]], task: Ta
             for name, value in task.metrics(scores, y).items()}
 
 
-def _fit_on_features(method: Method, features: SplitFeatures, cfg: DictConfig,
-                     ctx: FitContext) -> tuple[nn.Module, FitResult, float, dict[str, float]]:
-    train, val, test = (features.splits[s] for s in ("train", "val", "test"))
-    if cfg.fit_on == "trainval":
-        train, val = (torch.cat([train[0], val[0]]), torch.cat([train[1], val[1]])), None
-    normalizer = FeatureNormalizer(cfg.norm).fit(train[0])
+@dataclass
+class Fitted:
+    """What a run records of its fit: the classifier (normaliser + scorer), what was selected,
+    the metrics, every grid head's values and metrics, and the training time."""
+
+    classifier: nn.Module
+    selected: dict[str, Any]
+    metrics: dict[str, float]
+    fit_seconds: float
+    grid: list[dict[str, Any]] = field(default_factory=list)
+
+
+def best_on_validation(metrics: list[dict[str, float]], key: str) -> int:
+    """Index of the best ``key`` (a val/ metric: test data never selects); ties go to the first."""
+    return max(range(len(metrics)), key=lambda i: (metrics[i][key], -i))
+
+
+def _fit_and_score(method: Method, train: Features, val: Features | None, test: Features, norm: str,
+                   ctx: FitContext) -> Fitted:
+    """Fit on ``train`` (normaliser included) and score val and test; of a grid, the head with
+    the best validation primary metric wins (ties: the first in grid order)."""
+    normalizer = FeatureNormalizer(norm).fit(train[0])
     start = time.perf_counter()
     result = method.fit((normalizer(train[0]), train[1]),
                         None if val is None else (normalizer(val[0]), val[1]), ctx)
     fit_seconds = time.perf_counter() - start
-    classifier = nn.Sequential(normalizer, result.scorer).cpu().eval()
     # Val is scored here unless the method measured it before training on it.
     scored = {"test": test} if val is None or result.val_metrics else {"val": val, "test": test}
-    metrics = split_metrics({s: (_scores(classifier, x), y) for s, (x, y) in scored.items()}, ctx.task)
-    return classifier, result, fit_seconds, {**result.val_metrics, **metrics}
+
+    def score(scorer: nn.Module) -> tuple[nn.Module, dict[str, float]]:
+        classifier = nn.Sequential(normalizer, scorer).cpu().eval()
+        metrics = split_metrics({s: (_scores(classifier, x), y) for s, (x, y) in scored.items()}, ctx.task)
+        return classifier, {**result.val_metrics, **metrics}
+
+    if not result.candidates:
+        classifier, metrics = score(result.scorer)
+        return Fitted(classifier, result.selected, metrics, fit_seconds)
+    if val is None:
+        raise ValueError("a grid is selected on the validation split, but this fit has none")
+    heads = [score(candidate.scorer) for candidate in result.candidates]
+    grid = [{"values": c.values, "metrics": metrics} for c, (_, metrics) in zip(result.candidates, heads)]
+    best = best_on_validation([metrics for _, metrics in heads], f"val/{ctx.task.primary_metric}")
+    classifier, metrics = heads[best]
+    return Fitted(classifier, result.candidates[best].values, metrics, fit_seconds, grid)
+def _fit_on_features(method: Method, features: SplitFeatures, cfg: DictConfig, ctx: FitContext) -> Fitted:
+    train, val, test = (features.splits[s] for s in ("train", "val", "test"))
+    if cfg.fit_on == "train":
+        return _fit_and_score(method, train, val, test, cfg.norm, ctx)
+    trainval = (torch.cat([train[0], val[0]]), torch.cat([train[1], val[1]]))
+    if not cfg.method.get("grid"):
+        return _fit_and_score(method, trainval, None, test, cfg.norm, ctx)
+    # A grid: select on val as with fit_on=train, then train the selected head on train+val.
+    chosen = _fit_and_score(method, train, val, test, cfg.norm, ctx)
+    refit = _fit_and_score(instantiate(_with_values(cfg.method, chosen.selected)), trainval, None, test,
+                           cfg.norm, ctx)
+    val_metrics = {k: v for k, v in chosen.metrics.items() if k.startswith("val/")}
+    return Fitted(refit.classifier, chosen.selected, {**val_metrics, **refit.metrics},
+                  chosen.fit_seconds + refit.fit_seconds, chosen.grid)
+
+
+def _with_values(method_cfg: DictConfig, values: dict[str, Any]) -> DictConfig:
+    """The method config of one grid head: its values set, no grid."""
+    single = copy.deepcopy(method_cfg)
+    with open_dict(single):
+        single.grid = None
+        for key, value in values.items():
+            OmegaConf.update(single, key, value, merge=False)
+    return single
 
 
 def _fit_on_images(method: ImageMethod, dataset: ImageDataset, backbone: Backbone, cfg: DictConfig,
-                   ctx: FitContext) -> tuple[nn.Module, FitResult, float, dict[str, float]]:
+                   ctx: FitContext) -> Fitted:
     refit = cfg.fit_on == "trainval"
     start = time.perf_counter()
     result = method.fit_images(dataset.split(cfg.fit_on), None if refit else dataset.split("val"),
@@ -102,7 +157,8 @@ def _fit_on_images(method: ImageMethod, dataset: ImageDataset, backbone: Backbon
     scored = {split: run_model(result.scorer, dataset.split(split), backbone.transform, ctx.device,
                                **cfg.extract, desc=f"{dataset.name}/{split} scores")
               for split in (("test",) if refit else ("val", "test"))}
-    return result.scorer.cpu(), result, fit_seconds, {**result.val_metrics, **split_metrics(scored, ctx.task)}
+    return Fitted(result.scorer.cpu(), result.selected, {**result.val_metrics, **split_metrics(scored, ctx.task)},
+                  fit_seconds)
 
 
 def run(cfg: DictConfig) -> dict[str, Any]:
@@ -136,16 +192,14 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         ctx = FitContext(task=dataset.task, seed=cfg.seed, device=device,
                          make_trainer=lambda **kw: instantiate(cfg.trainer, logger=logger or False,
                                                                **trainer_placement(device), **kw))
-        if on_images:
-            classifier, result, fit_seconds, metrics = _fit_on_images(method, dataset, backbone, cfg, ctx)
-        else:
-            classifier, result, fit_seconds, metrics = _fit_on_features(method, features, cfg, ctx)
+        fitted = (_fit_on_images(method, dataset, backbone, cfg, ctx) if on_images
+                  else _fit_on_features(method, features, cfg, ctx))
         if logger:
-            logger.log_metrics(metrics)
+            logger.log_metrics(fitted.metrics)
 
     # Record
     if cfg.save_classifier:
-        atomic_write_bytes(run_dir / "classifier.pt", lambda p: torch.save(classifier.state_dict(), p))
+        atomic_write_bytes(run_dir / "classifier.pt", lambda p: torch.save(fitted.classifier.state_dict(), p))
     record = {
         "dataset": dataset.name,
         "backbone": dataset.backbone if precomputed else _choice("backbone", cfg),
@@ -155,10 +209,12 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         "norm": cfg.norm,
         "fit_on": cfg.fit_on,
         "device": str(device),
-        "metrics": metrics,
+        "metrics": fitted.metrics,
         "primary_metric": f"test/{dataset.primary_metric}",
-        "fit_seconds": fit_seconds,
-        **({"selected": result.selected} if result.selected else {}),
+        "fit_seconds": fitted.fit_seconds,
+        # What the method or the grid chose (e.g. logreg's weight decay, SeA's eta).
+        **({"selected": fitted.selected} if fitted.selected else {}),
+        **({"grid": fitted.grid} if fitted.grid else {}),
         "extract_seconds": features.extract_seconds,
         "cache_hit": features.cache_hit,
         "git_sha": git_sha(),

@@ -18,6 +18,7 @@ from helpers import (
 )
 from hydra.utils import instantiate
 
+from sealab.augment.base import SharedBatch
 from sealab.augment.isda import ISDA, ClassCovariance
 from sealab.augment.mixup import Mixup
 from sealab.augment.noise import GaussianNoise
@@ -113,14 +114,13 @@ def test_pgd_stays_near_the_ball_and_increases_the_loss():
     assert (per_example_loss(x_adv) > per_example_loss(x)).all()
 
 
-def _assert_in_span(x, direction, allowed):
-    """Each direction row is a combination of its allowed rows of x (least-squares residual 0)."""
-    for i in range(len(x)):
-        if not allowed[i].any():
-            continue
-        basis = x[allowed[i]].T
-        coef = torch.linalg.lstsq(basis, direction[i]).solution
-        assert torch.linalg.norm(basis @ coef - direction[i]) < 1e-10
+def _assert_mixes_only_partners(mixing, allowed, moved):
+    """Row i of the mixing matrix combines x_i with its allowed partners only (all of them, with
+    positive weight); a row that does not move is e_i."""
+    eye = torch.eye(len(mixing), dtype=torch.bool)
+    assert (mixing[~allowed & ~eye] == 0).all()
+    assert (mixing[moved][allowed[moved]] > 0).all()
+    assert torch.equal(mixing[~moved], eye[~moved].to(mixing.dtype))
 
 
 def test_random_span_weights_and_direction():
@@ -131,9 +131,8 @@ def test_random_span_weights_and_direction():
     assert (q.diagonal() == 0).all() and (q[others] > 0).all()
     torch.testing.assert_close(q.sum(dim=1), torch.ones(len(x), dtype=x.dtype))
     torch.manual_seed(1)
-    direction, moved = RandomSpan(eta=0.5).direction(x, y, head)
-    assert moved is None  # every row moves
-    _assert_in_span(x, direction, others)
+    mixing = RandomSpan(eta=0.5).plan(SharedBatch(x, y), head(x), head).mixing
+    _assert_mixes_only_partners(mixing, others, moved=torch.ones(len(x), dtype=torch.bool))
     # the same seed draws the same weights, the next draw different ones
     torch.manual_seed(0)
     augmenter = RandomSpan(eta=0.5)
@@ -150,9 +149,8 @@ def test_same_class_weights_use_only_same_class_partners():
     lonely = torch.tensor([not allowed[i].any() for i in range(12)])
     assert lonely.tolist() == (y == 3).tolist()
     torch.testing.assert_close(q[~lonely].sum(dim=1), torch.ones(11, dtype=x.dtype))
-    direction, moved = SameClassSeA(eta=0.5, alpha=0.5).direction(x, y, head)
-    assert torch.equal(moved, ~lonely)
-    _assert_in_span(x, direction, allowed)
+    mixing = SameClassSeA(eta=0.5, alpha=0.5).plan(SharedBatch(x, y), head(x), head).mixing
+    _assert_mixes_only_partners(mixing, allowed, moved=~lonely)
     # on its partners, a row is SeA's softmax over those partners alone
     sea_scores = F.normalize(head.input_grad(x, y), dim=1) @ x.T / 0.5  # ghat_i . x_j / alpha
     for i in torch.nonzero(~lonely).flatten():
@@ -263,7 +261,7 @@ def test_isda_loss_equals_its_formula_and_ramps():
                     for c in range(4)])
     expected = isda_loss_numpy(x.numpy(), y.numpy(), head.weight.detach().numpy(), cov, 0.6,
                                head.lamda, head.delta)
-    loss = isda.loss(x, y, head)
+    loss = isda.loss(head(x), y, head)
     assert loss.item() == pytest.approx(expected, rel=1e-10)
     loss.backward()  # the bound is differentiable in W: the quadratic term trains it too
     assert head.weight.grad is not None
@@ -271,7 +269,7 @@ def test_isda_loss_equals_its_formula_and_ramps():
     isda.on_train_epoch_start(epoch=0, max_epochs=4)
     assert isda.estimator.cov is None
     isda.augment(x, y, head)
-    assert isda.loss(x, y, head).item() == pytest.approx(head.loss(head(x), y).item(), rel=1e-12)
+    assert isda.loss(head(x), y, head).item() == pytest.approx(head.loss(head(x), y).item(), rel=1e-12)
 
 
 def test_isda_rejects_multilabel():
@@ -286,7 +284,8 @@ def test_config_composes_and_instantiates(name):
     cfg = compose_train([f"method={name}"])
     method = instantiate(cfg.method)
     assert isinstance(method, LinearProbe) and method.name == name
-    assert type(method.augmenter) is CLASSES[name]
+    (spec,) = method.specs
+    assert type(spec.augmenter) is CLASSES[name]
 
 
 def test_every_method_trains_end_to_end(tmp_path, monkeypatch):

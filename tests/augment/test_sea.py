@@ -6,6 +6,7 @@ import torch.nn.functional as F
 from helpers import fit_context, make_batch
 
 from sealab.augment.sea import SeA, gradient_dots
+from sealab.augment.step import span_mixing
 from sealab.heads.linear import LinearHead
 from sealab.methods.probe import LinearProbe
 
@@ -64,7 +65,7 @@ def test_direction_weights_use_the_autograd_gradient(mode):
 def test_gradient_dots_equal_products_of_the_autograd_gradient(reduction):
     x, y, head = make_batch(b=9, d=20)
     grad = autograd_input_grad(head, x, y) * (len(x) if reduction == "sum" else 1)
-    dots, norms = gradient_dots(head, x, y, reduction)
+    dots, norms = gradient_dots(head, head(x), y, reduction)
     torch.testing.assert_close(dots, grad @ x.T)
     torch.testing.assert_close(norms, grad.norm(dim=1))
 
@@ -150,3 +151,15 @@ def test_last_batch_of_one_fails_loudly_in_faithful_and_trains_in_clean():
 def test_unknown_mode_is_rejected():
     with pytest.raises(ValueError, match="faithful"):
         SeA(mode="paper")
+
+
+@pytest.mark.parametrize("eta", [0.05, 0.8, 3.0])
+def test_span_mixing_matrix_moves_features_like_the_direct_formula(eta):
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(7, 5, generator=gen, dtype=torch.float64) * 3  # not unit length
+    q = torch.softmax(torch.randn(7, 7, generator=gen, dtype=torch.float64), dim=1)
+    q[2] = 0  # a row with no direction: F.normalize leaves it 0, the step is x alone
+    moved = torch.tensor([True, True, True, False, True, True, True])
+    direct = F.normalize(x + eta * F.normalize(q @ x, dim=1), dim=1)
+    direct[~moved] = x[~moved]
+    torch.testing.assert_close(span_mixing(q, x @ x.T, eta, moved) @ x, direct, rtol=1e-12, atol=1e-12)

@@ -4,7 +4,13 @@ import json
 
 import pytest
 
-from sealab.sweep.summary import collect, results_table, summarize, variant
+from sealab.sweep.summary import (
+    collect,
+    results_table,
+    select_on_validation,
+    summarize,
+    variant,
+)
 
 
 def write_run(root, name, dataset, method, seed, value, overrides=()):
@@ -63,3 +69,22 @@ def test_override_keys_can_become_columns(tmp_path):
     table = results_table(collect(tmp_path), columns_by=("norm",))
     assert list(table.columns) == ["a/bb norm=center_l2", "a/bb norm=l2"]
     assert table.loc["sea (method.augmenter.eta=0.3)", "a/bb norm=l2"] == "65.00 ± 7.07"
+
+
+def test_grid_heads_are_variants_like_a_sweeps(tmp_path):
+    for seed, (val, test) in enumerate([(0.9, 0.80), (0.7, 0.60)]):
+        run = tmp_path / f"grid{seed}"
+        run.mkdir()
+        grid = [{"values": {"augmenter.eta": 0.3}, "metrics": {"val/top1": val, "test/top1": test}},
+                {"values": {"augmenter.eta": 0.8}, "metrics": {"val/top1": 0.5, "test/top1": 0.95}}]
+        (run / "metrics.json").write_text(json.dumps({
+            "dataset": "a", "backbone": "bb", "method": "sea", "seed": seed, "metrics": grid[0]["metrics"],
+            "primary_metric": "test/top1", "fit_seconds": 1.0, "grid": grid,
+            "overrides": ["method=sea", f"seed={seed}", "method.grid={augmenter.eta:[0.3,0.8]}"]}))
+    runs = collect(tmp_path)
+    assert sorted(runs["variant"]) == ["method.augmenter.eta=0.3"] * 2 + ["method.augmenter.eta=0.8"] * 2
+    table = results_table(runs)
+    assert table.loc["sea (method.augmenter.eta=0.3)", "a/bb"] == "70.00 ± 14.14"
+    assert table.loc["sea (method.augmenter.eta=0.8)", "a/bb"] == "95.00 ± 0.00"
+    # selection on the mean validation score, whatever the test scores say
+    assert select_on_validation(runs).loc["sea", "a/bb"] == "70.00 (method.augmenter.eta=0.3)"

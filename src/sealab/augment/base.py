@@ -1,6 +1,9 @@
-"""The augmenter interface the probe module calls."""
+"""The augmenter interface the probe calls, once per head and batch."""
 
 from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import cached_property
 
 import torch
 from torch import nn
@@ -8,19 +11,62 @@ from torch import nn
 from sealab.heads.linear import LinearHead
 
 
-class FeatureAugmenter(nn.Module):
-    """Transforms a training batch of normalised features before the head sees it.
+class SharedBatch:
+    """A clean training batch and what the augmenters of every head may share: its Gram
+    matrix ``X X^T``, computed at most once per batch."""
 
-    ``augment`` runs under ``torch.no_grad()``: the result is a constant for the update.
-    It may also return new targets (soft ones, e.g. for mixup). ``loss`` is the training
-    loss on the augmented batch; augmenters that change the loss itself (ISDA) override it.
+    def __init__(self, x: torch.Tensor, y: torch.Tensor):
+        self.x, self.y = x, y
+
+    @cached_property
+    def gram(self) -> torch.Tensor:
+        return self.x @ self.x.T
+
+
+@dataclass
+class Augmented:
+    """What the augmented batch is: ``mixing @ x`` (a B x B matrix: SeA, its span ablations and
+    mixup move each feature to a combination of the batch's features), new ``features``
+    (B x d), or, with neither, the clean features; with its (possibly soft) ``targets``.
+
+    A mixing matrix lets the head train in logit space: ``(M X) W^T = M (X W^T)``, so the
+    augmented logits cost a B x B x C product instead of a B x d x C one.
     """
 
-    def augment(self, x: torch.Tensor, y: torch.Tensor, head: LinearHead) -> tuple[torch.Tensor, torch.Tensor]:
+    targets: torch.Tensor
+    mixing: torch.Tensor | None = None
+    features: torch.Tensor | None = None
+
+    def apply(self, x: torch.Tensor) -> torch.Tensor:
+        if self.mixing is not None:
+            return self.mixing @ x
+        return x if self.features is None else self.features
+
+    def logits(self, clean_logits: torch.Tensor, head: LinearHead) -> torch.Tensor:
+        """The head's logits of the augmented batch, from those of the clean one."""
+        if self.mixing is not None:
+            return self.mixing @ clean_logits
+        return clean_logits if self.features is None else head(self.features)
+
+
+class FeatureAugmenter(nn.Module):
+    """Decides, under ``torch.no_grad()``, how a training batch of normalised features is
+    augmented for one head (``plan``); the result is a constant for the update. ``loss`` is the
+    training loss on the augmented logits; augmenters that change the loss itself (ISDA)
+    override it."""
+
+    def plan(self, batch: SharedBatch, logits: torch.Tensor, head: LinearHead) -> Augmented:
+        """``logits`` are ``head(batch.x)``, which the probe has computed already."""
         raise NotImplementedError
 
-    def loss(self, x: torch.Tensor, y: torch.Tensor, head: LinearHead) -> torch.Tensor:
-        return head.loss(head(x), y)
+    def loss(self, logits: torch.Tensor, targets: torch.Tensor, head: LinearHead) -> torch.Tensor:
+        return head.loss(logits, targets)
+
+    @torch.no_grad()
+    def augment(self, x: torch.Tensor, y: torch.Tensor, head: LinearHead) -> tuple[torch.Tensor, torch.Tensor]:
+        """The augmented features and targets themselves (for inspection and tests)."""
+        plan = self.plan(SharedBatch(x, y), head(x), head)
+        return plan.apply(x), plan.targets
 
     def on_train_epoch_start(self, epoch: int, max_epochs: int) -> None:
         """Hook for schedules (e.g. ISDA's ramp); nothing by default."""

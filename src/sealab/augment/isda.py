@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from sealab.augment.base import FeatureAugmenter
+from sealab.augment.base import Augmented, FeatureAugmenter
 from sealab.heads.linear import LinearHead
 
 
@@ -63,20 +63,21 @@ class ISDA(FeatureAugmenter):
             self.estimator.reset()
         self.strength = self.lambda0 * epoch / max_epochs
 
-    def augment(self, x, y, head):
+    def plan(self, batch, logits, head):
+        x, y = batch.x, batch.y
         if y.ndim != 1:
             raise ValueError("ISDA needs multi-class targets (one class index per example); this "
                              "dataset is multi-label or the targets are soft: use another method")
         self.estimator.update(x, y, head.task.num_classes)
-        return x, y
+        return Augmented(y)
 
-    def augmented_logits(self, x: torch.Tensor, y: torch.Tensor, head: LinearHead) -> torch.Tensor:
+    def augmented_logits(self, logits: torch.Tensor, y: torch.Tensor, head: LinearHead) -> torch.Tensor:
         w = head.weight
         # Every (y, j) pair at once: gathering the covariances of the classes present would
         # copy up to C d^2 numbers, which costs more than the extra rows of the product.
         diff = w[None] - w[:, None]  # C x C x d: [y, j] = w_j - w_y
         quad = ((diff @ self.estimator.cov) * diff).sum(dim=-1)
-        return head(x) + 0.5 * self.strength * quad[y]
+        return logits + 0.5 * self.strength * quad[y]
 
-    def loss(self, x, y, head):
-        return head.loss(self.augmented_logits(x, y, head), y)
+    def loss(self, logits, targets, head):
+        return head.loss(self.augmented_logits(logits, targets, head), targets)

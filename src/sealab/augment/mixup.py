@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from sealab.augment.base import FeatureAugmenter
+from sealab.augment.base import Augmented, FeatureAugmenter
 
 
 class Mixup(FeatureAugmenter):
@@ -19,12 +19,16 @@ class Mixup(FeatureAugmenter):
             raise ValueError(f"mixup alpha must be positive, got {alpha}")
         self.alpha = alpha
 
-    def augment(self, x, y, head):
+    def plan(self, batch, logits, head):
+        x = batch.x
         a = torch.tensor(self.alpha, dtype=x.dtype, device=x.device)
         lam = torch.distributions.Beta(a, a).sample((len(x), 1))
         partner = torch.randperm(len(x), device=x.device)
-        t = head.task.targets(y, x.dtype)
+        t = head.task.targets(batch.y, x.dtype)
         mixed = lam * t + (1 - lam) * t[partner]
         # A label ignored (-1, VOC "difficult") in either example stays ignored.
         mixed = mixed.masked_fill((t < 0) | (t[partner] < 0), -1)
-        return lam * x + (1 - lam) * x[partner], mixed
+        # Row i of the mixing matrix: lam_i at i, 1 - lam_i at its partner (the same when paired with itself).
+        mixing = torch.diag_embed(lam.squeeze(1))
+        mixing[torch.arange(len(x), device=x.device), partner] += (1 - lam).squeeze(1)
+        return Augmented(mixed, mixing=mixing)

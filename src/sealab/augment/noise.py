@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from sealab.augment.base import FeatureAugmenter
+from sealab.augment.base import Augmented, FeatureAugmenter
 
 
 class GaussianNoise(FeatureAugmenter):
@@ -18,5 +18,5 @@ class GaussianNoise(FeatureAugmenter):
             raise ValueError(f"sigma must be >= 0, got {sigma}")
         self.sigma = sigma
 
-    def augment(self, x, y, head):
-        return F.normalize(x + self.sigma * torch.randn_like(x), dim=1), y
+    def plan(self, batch, logits, head):
+        return Augmented(batch.y, features=F.normalize(batch.x + self.sigma * torch.randn_like(batch.x), dim=1))

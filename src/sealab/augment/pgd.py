@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from sealab.augment.base import FeatureAugmenter
+from sealab.augment.base import Augmented, FeatureAugmenter
 from sealab.augment.step import unit_gradient
 
 
@@ -23,11 +23,13 @@ class PGD(FeatureAugmenter):
                              f"steps={steps}, step_size={step_size}, radius={radius}")
         self.steps, self.step_size, self.radius = steps, step_size, radius
 
-    def augment(self, x, y, head):
+    def plan(self, batch, logits, head):
+        x, y = batch.x, batch.y
         x_adv = x
-        for _ in range(self.steps):
-            delta = x_adv + self.step_size * unit_gradient(head, x_adv, y) - x
+        for step in range(self.steps):
+            adv_logits = logits if step == 0 else head(x_adv)
+            delta = x_adv + self.step_size * unit_gradient(head, adv_logits, y) - x
             length = delta.norm(dim=1, keepdim=True).clamp_min(torch.finfo(x.dtype).tiny)
             shrink = (self.radius / length).clamp(max=1)
             x_adv = F.normalize(x + shrink * delta, dim=1)
-        return x_adv, y
+        return Augmented(y, features=x_adv)

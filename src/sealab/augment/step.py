@@ -3,7 +3,8 @@
 SeA and its ablations differ only in the direction: the loss gradient itself
 (``GradientStep``), or a convex combination of other examples of the batch (``SpanStep``)
 whose weights come from the gradient (SeA), from chance (``sea_random``) or from the
-gradient restricted to same-class examples (``sea_sameclass``).
+gradient restricted to same-class examples (``sea_sameclass``). A span step is a B x B
+mixing matrix (``span_mixing``), so the head trains on it in logit space.
 """
 
 from __future__ import annotations
@@ -11,47 +12,31 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from sealab.augment.base import FeatureAugmenter
+from sealab.augment.base import Augmented, FeatureAugmenter, SharedBatch
 from sealab.heads.linear import LinearHead
 
+NORMALIZE_EPS = 1e-12  # F.normalize's: lengths below it are clamped, as in the reference code
 
-def unit_gradient(head: LinearHead, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """d loss / d x_i normalised to unit length per row (a zero gradient stays zero).
 
-    The "sum" reduction drops the 1/B factor, which only risks underflow: the direction
-    does not depend on it.
-    """
-    g = head.input_grad(x, y, reduction="sum")
+def unit_gradient(head: LinearHead, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """d loss / d x_i normalised to unit length per row (a zero gradient stays zero), from the
+    batch's logits. The "sum" reduction drops the 1/B factor, which only risks underflow:
+    the direction does not depend on it."""
+    g = head.logit_grad(logits, y, reduction="sum") @ head.weight
     return g / g.norm(dim=1, keepdim=True).clamp_min(torch.finfo(g.dtype).tiny)
 
 
-class DirectionStep(FeatureAugmenter):
-    """``x~ = normalize(x + eta * d)`` with ``d`` (unit rows) from ``direction``."""
-
-    def __init__(self, eta: float):
-        super().__init__()
-        self.eta = eta
-
-    def direction(self, x: torch.Tensor, y: torch.Tensor,
-                  head: LinearHead) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """The direction rows, and which rows to move (None: every row)."""
-        raise NotImplementedError
-
-    def augment(self, x: torch.Tensor, y: torch.Tensor,
-                head: LinearHead) -> tuple[torch.Tensor, torch.Tensor]:
-        d, moved = self.direction(x, y, head)
-        x_aug = F.normalize(x + self.eta * d, dim=1)
-        if moved is not None:
-            x_aug = torch.where(moved[:, None], x_aug, x)
-        return x_aug, y
-
-
-class GradientStep(DirectionStep):
+class GradientStep(FeatureAugmenter):
     """``sea_noproj``: SeA without the projection, the normalised gradient is the direction
     (an L2 FGSM step in feature space): ``x~ = normalize(x + eta * ghat)``."""
 
-    def direction(self, x, y, head):
-        return unit_gradient(head, x, y), None
+    def __init__(self, eta: float = 0.8):
+        super().__init__()
+        self.eta = eta
+
+    def plan(self, batch, logits, head):
+        step = batch.x + self.eta * unit_gradient(head, logits, batch.y)
+        return Augmented(batch.y, features=F.normalize(step, dim=1))
 
 
 def span_softmax(scores: torch.Tensor, allowed: torch.Tensor | None) -> torch.Tensor:
@@ -75,12 +60,37 @@ def rows_with_partners(allowed: torch.Tensor | None, batch_size: int, device: to
     return None if batch_size > 1 else torch.zeros(batch_size, dtype=torch.bool, device=device)
 
 
-class SpanStep(DirectionStep):
-    """The direction ``normalize(sum_j q_ij x_j)`` lies in the span of other examples:
-    ``q_i = softmax_j(scores_ij)`` over the partners ``j`` of ``i`` (by default every
-    ``j != i``). A row without partners gets zero weights and is left unaugmented."""
+def span_mixing(q: torch.Tensor, gram: torch.Tensor, eta: float, moved: torch.Tensor | None) -> torch.Tensor:
+    """The B x B matrix ``M`` with ``M X = normalize(X + eta * normalize(Q X))`` row by row
+    (rows not ``moved`` stay as they are), computed from the Gram matrix ``G = X X^T`` alone:
 
-    def scores(self, x: torch.Tensor, y: torch.Tensor, head: LinearHead) -> torch.Tensor:
+        ||(Q X)_i||^2 = (Q G Q^T)_ii,   x_i . (Q X)_i = (Q G)_ii,   ||x_i||^2 = G_ii
+
+    so it costs B x B x B work, not B x B x d. Lengths are clamped at F.normalize's eps.
+    """
+    qg = q @ gram
+    span_sq = (qg * q).sum(dim=1).clamp_min(0)  # ||(Q X)_i||^2
+    span_len = span_sq.sqrt().clamp_min(NORMALIZE_EPS)
+    # ||x_i + eta d_i||^2 with d_i = (Q X)_i / span_len_i
+    step_sq = gram.diagonal() + 2 * eta * qg.diagonal() / span_len + eta**2 * span_sq / span_len**2
+    mixing = q * (eta / span_len)[:, None]
+    mixing.diagonal().add_(1)
+    mixing /= step_sq.clamp_min(0).sqrt().clamp_min(NORMALIZE_EPS)[:, None]
+    if moved is not None:
+        mixing = torch.where(moved[:, None], mixing, torch.eye(len(q), dtype=q.dtype, device=q.device))
+    return mixing
+
+
+class SpanStep(FeatureAugmenter):
+    """``x~ = normalize(x + eta * normalize(sum_j q_ij x_j))``: the direction lies in the span
+    of other examples, ``q_i = softmax_j(scores_ij)`` over the partners ``j`` of ``i`` (by
+    default every ``j != i``). A row without partners is left unaugmented."""
+
+    def __init__(self, eta: float):
+        super().__init__()
+        self.eta = eta
+
+    def scores(self, batch: SharedBatch, logits: torch.Tensor, head: LinearHead) -> torch.Tensor:
         """B x B logits of the weights; only partner entries are used."""
         raise NotImplementedError
 
@@ -89,17 +99,19 @@ class SpanStep(DirectionStep):
         None means every ``j != i``."""
         return None
 
-    def weights(self, x: torch.Tensor, y: torch.Tensor, head: LinearHead,
+    def weights(self, batch: SharedBatch, logits: torch.Tensor, head: LinearHead,
                 allowed: torch.Tensor | None) -> torch.Tensor:
         """``q`` (B x B): rows sum to 1 over partners (0 elsewhere), or are all 0 without any."""
-        return span_softmax(self.scores(x, y, head), allowed)
+        return span_softmax(self.scores(batch, logits, head), allowed)
 
     def moved(self, allowed: torch.Tensor | None, x: torch.Tensor) -> torch.Tensor | None:
         return rows_with_partners(allowed, len(x), x.device)
 
+    @torch.no_grad()
     def direction_weights(self, x: torch.Tensor, y: torch.Tensor, head: LinearHead) -> torch.Tensor:
-        return self.weights(x, y, head, self.partners(y, head))
+        return self.weights(SharedBatch(x, y), head(x), head, self.partners(y, head))
 
-    def direction(self, x, y, head):
-        allowed = self.partners(y, head)
-        return F.normalize(self.weights(x, y, head, allowed) @ x, dim=1), self.moved(allowed, x)
+    def plan(self, batch, logits, head):
+        allowed = self.partners(batch.y, head)
+        q = self.weights(batch, logits, head, allowed)
+        return Augmented(batch.y, mixing=span_mixing(q, batch.gram, self.eta, self.moved(allowed, batch.x)))

@@ -22,12 +22,30 @@ class Setup:
     epochs: int = 2  # measured per round, after one warm-up epoch
     rounds: int = 3  # each round trains every variant afresh, so a busy spell hits all of them
     seed: int = 0
+    grid_size: int = 8  # SeA heads trained in one pass, against as many single-head fits
 
 
-QUICK = Setup(n=1000, epochs=1, rounds=1)
+QUICK = Setup(n=1000, epochs=1, rounds=1, grid_size=2)
+GRID_ETAS = (0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.8)
+
+
+def eta_grid(size: int) -> str:
+    """The ``method.grid`` override of ``size`` SeA steps."""
+    return f"method.grid={{augmenter.eta:[{','.join(map(str, GRID_ETAS[:size]))}]}}"
+
+
+def floor_macs(setup: Setup) -> dict[str, int]:
+    """Multiply-adds of one training step: linear (logits and weight gradient, 2BCd); clean SeA
+    in logit space adds the batch Gram matrix (B^2 d), W W^T (C^2 d), the gradient norms
+    (B C^2), the gradient dots, the mixing of logits and its backward (3 B^2 C) and Q G (B^3)."""
+    b, c, d = setup.batch_size, setup.num_classes, setup.d
+    linear = 2 * b * c * d
+    return {"linear": linear, "sea_clean": linear + b * b * d + c * c * d + b * c * c + 3 * b * b * c + b**3}
+
 
 PLAIN_LOOPS = {"bare_linear_loop": bare_linear, "published_sea_loop": published_sea}
-SEALAB_METHODS = {"sealab_linear": "linear", "sealab_sea_clean": "sea", "sealab_sea_faithful": "sea_faithful"}
+SEALAB_METHODS = {"sealab_linear": ["method=linear"], "sealab_sea_clean": ["method=sea"],
+                  "sealab_sea_faithful": ["method=sea_faithful"], "sealab_sea_grid": ["method=sea"]}
 VARIANTS = (*PLAIN_LOOPS, *SEALAB_METHODS)
 
 
@@ -51,8 +69,8 @@ def _plain_epoch_seconds(make_epoch: Callable, x: torch.Tensor, y: torch.Tensor,
 def _epoch_seconds(variant: str, x: torch.Tensor, y: torch.Tensor, setup: Setup) -> list[float]:
     if variant in PLAIN_LOOPS:
         return _plain_epoch_seconds(PLAIN_LOOPS[variant], x, y, setup)
-    return sealab_epoch_seconds(SEALAB_METHODS[variant], x, y, setup.num_classes, setup.batch_size,
-                                epochs=1 + setup.epochs)
+    overrides = SEALAB_METHODS[variant] + ([eta_grid(setup.grid_size)] if variant == "sealab_sea_grid" else [])
+    return sealab_epoch_seconds(overrides, x, y, setup.num_classes, setup.batch_size, epochs=1 + setup.epochs)
 
 
 def measure(setup: Setup) -> dict[str, list[list[float]]]:

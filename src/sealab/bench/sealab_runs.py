@@ -34,13 +34,13 @@ class EpochTimer(L.Callback):
         return [b - a for a, b in zip(self.marks, self.marks[1:])]
 
 
-def sealab_epoch_seconds(method: str, x: torch.Tensor, y: torch.Tensor, num_classes: int,
+def sealab_epoch_seconds(overrides: list[str], x: torch.Tensor, y: torch.Tensor, num_classes: int,
                          batch_size: int, epochs: int) -> list[float]:
-    """Train ``method=<method>`` as sealab-train would (trainer from conf/trainer/default.yaml,
-    without logger and progress bar) and return the seconds of each epoch."""
+    """Train the method of ``overrides`` (e.g. ``["method=sea"]``) as sealab-train would (trainer
+    from conf/trainer/default.yaml, without logger and progress bar) and return the seconds of
+    each epoch."""
     with initialize_config_module(config_module=CONFIG_MODULE, version_base="1.3"):
-        cfg = compose("train", overrides=[f"method={method}", f"method.epochs={epochs}",
-                                          f"method.batch_size={batch_size}"])
+        cfg = compose("train", overrides=[*overrides, f"method.epochs={epochs}", f"method.batch_size={batch_size}"])
     timer = EpochTimer()
     with tempfile.TemporaryDirectory(prefix="sealab-bench-") as root:
         device = torch.device("cpu")  # the plain loops it is compared with run on the CPU

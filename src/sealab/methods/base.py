@@ -31,15 +31,26 @@ class FitContext:
 
 
 @dataclass
+class Candidate:
+    """One head of a hyper-parameter grid: its values and its scorer."""
+
+    values: dict[str, Any]
+    scorer: nn.Module
+
+
+@dataclass
 class FitResult:
     """A fitted method: ``scorer`` maps inputs to class scores (n x C) on the CPU in eval mode;
     ``selected`` is what the method chose itself (e.g. logreg's weight decay), recorded in
     metrics.json; ``val_metrics`` ({"val/<metric>": value}) are validation scores the method
-    measured before training on val (a refit on train+val). When it is empty the run scores val."""
+    measured before training on val (a refit on train+val). When it is empty the run scores val.
+    ``candidates``: every head of a grid, for the run to select on validation (then ``scorer``
+    is only the first)."""
 
     scorer: nn.Module
     selected: dict[str, Any] = field(default_factory=dict)
     val_metrics: dict[str, float] = field(default_factory=dict)
+    candidates: list[Candidate] = field(default_factory=list)
 
 
 class Method(ABC):
@@ -71,25 +82,35 @@ class ImageMethod(ABC):
 
 
 class HeadModule(L.LightningModule):
-    """A LightningModule scored by a ``LinearHead`` (``self.head``) on top of ``forward``.
-    Validation logs the loss per batch and, at the end of the epoch, every metric of the
-    task over the whole split (mAP cannot be averaged over batches)."""
+    """A LightningModule that trains one or more linear heads (``self.heads``) on the same
+    batches; ``head_scores`` gives their scores (B x K x C). Validation logs each head's loss
+    per batch and, at the end of the epoch, every metric of the task over the whole split
+    (mAP cannot be averaged over batches); with several heads the keys end in ``[k]``."""
 
-    head: nn.Module
-
-    def __init__(self):
+    def __init__(self, heads: list[nn.Module]):
         super().__init__()
-        self._val_scores: list[Features] = []
+        self.heads = nn.ModuleList(heads)
+        self._val_scores: list[torch.Tensor] = []
+        self._val_targets: list[torch.Tensor] = []
+
+    def head_scores(self, x: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def metric_key(self, name: str, k: int) -> str:
+        return name if len(self.heads) == 1 else f"{name}[{k}]"
 
     def validation_step(self, batch: Features, batch_idx: int) -> None:
         x, y = batch
-        scores = self(x)
-        self.log("val/loss", self.head.loss(scores, y), batch_size=len(y))
-        self._val_scores.append((scores.detach(), y))
+        scores = self.head_scores(x)
+        self.log_dict({self.metric_key("val/loss", k): head.loss(scores[:, k], y)
+                       for k, head in enumerate(self.heads)}, batch_size=len(y))
+        self._val_scores.append(scores.detach())
+        self._val_targets.append(y)
 
     def on_validation_epoch_end(self) -> None:
         if self._val_scores:
-            scores, y = (torch.cat(parts) for parts in zip(*self._val_scores))
-            self._val_scores.clear()
-            metrics = self.head.task.metrics(scores.float().cpu(), y.cpu())
-            self.log_dict({f"val/{name}": value for name, value in metrics.items()})
+            scores, y = torch.cat(self._val_scores).float().cpu(), torch.cat(self._val_targets).cpu()
+            self._val_scores, self._val_targets = [], []
+            for k, head in enumerate(self.heads):
+                metrics = head.task.metrics(scores[:, k], y)
+                self.log_dict({self.metric_key(f"val/{name}", k): value for name, value in metrics.items()})

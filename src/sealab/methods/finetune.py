@@ -38,17 +38,21 @@ class FineTuneModule(HeadModule):
     from its initial value to 0 over all optimiser steps of the run."""
 
     def __init__(self, backbone: Backbone, head: LinearHead, optimizer: Callable[..., torch.optim.Optimizer]):
-        super().__init__()
+        super().__init__([head])
         if not any(p.requires_grad for p in backbone.parameters()):
             raise ValueError(f"backbone {backbone.name} has no trainable weights: unfreeze() it first")
-        self.backbone, self.head, self.optimizer_factory = backbone, head, optimizer
+        self.backbone, self.optimizer_factory = backbone, optimizer
 
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return self.head(self.backbone(images))
+    @property
+    def head(self) -> LinearHead:
+        return self.heads[0]
+
+    def head_scores(self, images: torch.Tensor) -> torch.Tensor:
+        return self.head(self.backbone(images)).unsqueeze(1)
 
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
         images, y = batch
-        loss = self.head.loss(self(images), y)
+        loss = self.head.loss(self.head(self.backbone(images)), y)
         self.log("train/loss", loss, on_step=False, on_epoch=True, batch_size=len(y))
         return loss
 

@@ -1,87 +1,217 @@
-"""The linear probe: one LightningModule for every feature augmenter, and its ``method``."""
+"""The SGD probe: a bias-free linear head on fixed features, with any feature augmenter, and
+optionally a whole grid of hyper-parameters trained side by side in one pass over the data."""
 
 from __future__ import annotations
 
-from typing import Callable
+import copy
+import itertools
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
 
 import torch
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+from torch import nn
 
-from sealab.augment.base import FeatureAugmenter
+from sealab.augment.base import FeatureAugmenter, SharedBatch
 from sealab.features.batches import FeatureDataModule
 from sealab.heads.linear import LinearHead
-from sealab.methods.base import Features, FitContext, FitResult, HeadModule, Method
+from sealab.methods.base import (
+    Candidate,
+    Features,
+    FitContext,
+    FitResult,
+    HeadModule,
+    Method,
+)
+
+GRID_PARTS = ("head", "optimizer", "augmenter")  # what a grid may vary; the data pass is shared
 
 
-class LinearProbeModule(HeadModule):
-    """Trains ``head`` on (optionally augmented) fixed features; evaluates ``argmax W x``."""
+@dataclass
+class HeadSpec:
+    """One member of the grid: its hyper-parameter values and what trains it."""
 
-    def __init__(self, head: LinearHead, augmenter: FeatureAugmenter | None,
-                 optimizer: Callable[..., torch.optim.Optimizer],
-                 scheduler: Callable[..., torch.optim.lr_scheduler.LRScheduler] | None = None):
-        super().__init__()
-        self.head, self.augmenter = head, augmenter
-        self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
-        # (loss * batch size) per step, reduced once per epoch: a per-step ``self.log``
+    values: dict[str, Any]
+    head: Callable[..., LinearHead]
+    optimizer: Callable[..., torch.optim.Optimizer]
+    augmenter: FeatureAugmenter | None
+
+
+def _build(component: Any) -> Any:
+    """A config node (the method config is instantiated non-recursively) or a ready object."""
+    return instantiate(component) if isinstance(component, (DictConfig, Mapping)) else component
+
+
+def grid_keys(components: dict[str, Any]) -> list[str]:
+    """Every scalar hyper-parameter of the head, optimizer and augmenter configs."""
+    return sorted(f"{part}.{key}" for part in GRID_PARTS if isinstance(components.get(part), DictConfig)
+                  for key, value in components[part].items()
+                  if not str(key).startswith("_") and not OmegaConf.is_config(value))
+
+
+def expand_grid(name: str, components: dict[str, Any], grid: Mapping | None) -> list[HeadSpec]:
+    """One ``HeadSpec`` per combination of the grid's values, in grid order (the last key
+    varies fastest); an empty grid is the single configured head."""
+    grid = dict(grid or {})
+    if grid:
+        valid = grid_keys(components)
+        if not valid:
+            raise ValueError(f"method={name}: a grid needs the method's config (head, optimizer, augmenter)")
+        for key, values in grid.items():
+            if key not in valid:
+                raise ValueError(f"method.grid key {key!r} is not a hyper-parameter of method={name}: "
+                                 f"choose among {valid}")
+            if not OmegaConf.is_list(values) and not isinstance(values, (list, tuple)) or len(values) == 0:
+                raise ValueError(f"method.grid.{key} must be a non-empty list of values, got {values!r}")
+    specs = []
+    for combination in itertools.product(*grid.values()):
+        values = dict(zip(grid, combination))
+        parts = {part: copy.deepcopy(components.get(part)) for part in GRID_PARTS}
+        for key, value in values.items():
+            part, _, leaf = key.partition(".")
+            OmegaConf.update(parts[part], leaf, value, merge=False)
+        specs.append(HeadSpec(values, *(_build(parts[part]) for part in GRID_PARTS)))
+    return specs
+
+
+def combined_optimizer(specs: list[HeadSpec], heads: list[LinearHead]) -> torch.optim.Optimizer:
+    """One optimizer with a parameter group per head, each with its own hyper-parameters:
+    the same update as one optimizer per head."""
+    factories = [spec.optimizer for spec in specs]
+    kinds = {getattr(f, "func", None) for f in factories}
+    if len(kinds) != 1 or None in kinds:
+        raise ValueError("every head of a grid needs the same optimizer class, given as a partial")
+    groups = [{"params": [head.weight], **f.keywords} for f, head in zip(factories, heads)]
+    return kinds.pop()(groups, *factories[0].args)
+
+
+class ProbeModule(HeadModule):
+    """Trains K heads (K = 1 without a grid) on the same batches. One matrix product gives every
+    head's clean logits; each head's augmenter then plans its augmented batch, and a mixing
+    matrix is applied in logit space. Each head's loss depends on its weights only, so the
+    summed loss gives every head exactly the gradient of its own single run."""
+
+    def __init__(self, specs: list[HeadSpec], heads: list[LinearHead],
+                 scheduler: Callable[..., Any] | None = None):
+        super().__init__(heads)
+        self.specs, self.scheduler_factory = specs, scheduler
+        self.augmenters = nn.ModuleList([s.augmenter for s in specs if s.augmenter is not None])
+        # (loss * batch size) per step and head, reduced once per epoch: a per-step ``self.log``
         # costs more than a whole linear training step on CPU.
         self._epoch_losses: list[torch.Tensor] = []
         self._epoch_examples = 0
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(x)
+    def head_scores(self, x: torch.Tensor) -> torch.Tensor:
+        """B x K x C: every head's logits from one product."""
+        weights = torch.stack([head.weight for head in self.heads])  # K x C x d
+        k, c, d = weights.shape
+        return (x @ weights.reshape(k * c, d).T).view(len(x), k, c)
 
     def training_step(self, batch: Features, batch_idx: int) -> torch.Tensor:
         x, y = batch
-        if self.augmenter is None:
-            loss = self.head.loss(self.head(x), y)
-        else:
+        logits = self.head_scores(x)
+        shared = SharedBatch(x, y)
+        losses = []
+        for k, (spec, head) in enumerate(zip(self.specs, self.heads)):
+            clean = logits[:, k]
+            if spec.augmenter is None:
+                losses.append(head.loss(clean, y))
+                continue
             with torch.no_grad():
-                x, y = self.augmenter.augment(x, y, self.head)
-            loss = self.augmenter.loss(x, y, self.head)
-        self._epoch_losses.append(loss.detach() * len(x))
+                plan = spec.augmenter.plan(shared, clean.detach(), head)
+            losses.append(spec.augmenter.loss(plan.logits(clean, head), plan.targets, head))
+        losses = torch.stack(losses)
+        self._epoch_losses.append(losses.detach() * len(x))
         self._epoch_examples += len(x)
-        return loss
+        return losses.sum()
 
     def on_train_epoch_start(self) -> None:
         self._epoch_losses, self._epoch_examples = [], 0
-        if self.augmenter is not None:
-            self.augmenter.on_train_epoch_start(self.current_epoch, self.trainer.max_epochs)
+        for augmenter in self.augmenters:
+            augmenter.on_train_epoch_start(self.current_epoch, self.trainer.max_epochs)
 
     def on_train_epoch_end(self) -> None:
         if self._epoch_losses:  # the example-weighted mean, as ``self.log(on_epoch=True)`` gives
-            self.log("train/loss", torch.stack(self._epoch_losses).sum() / self._epoch_examples)
-        if not torch.isfinite(self.head.weight).all():
-            raise FloatingPointError(
-                f"classifier weights became NaN/Inf in epoch {self.current_epoch}. With SeA "
-                "mode=faithful this is the reference code's failure on a last batch of one "
-                "example (n = k*batch_size + 1): use mode=clean or method.drop_last=true; "
-                "otherwise lower the learning rate."
-            )
+            means = torch.stack(self._epoch_losses).sum(0) / self._epoch_examples
+            self.log_dict({self.metric_key("train/loss", k): loss for k, loss in enumerate(means)})
+        for k, head in enumerate(self.heads):
+            if not torch.isfinite(head.weight).all():
+                raise FloatingPointError(
+                    f"classifier weights{self.grid_label(k)} became NaN/Inf in epoch {self.current_epoch}. "
+                    "With SeA mode=faithful this is the reference code's failure on a last batch of one "
+                    "example (n = k*batch_size + 1): use mode=clean or method.drop_last=true; "
+                    "otherwise lower the learning rate."
+                )
+
+    def grid_label(self, k: int) -> str:
+        return f" of grid head {k} {self.specs[k].values}" if len(self.heads) > 1 else ""
 
     def configure_optimizers(self):
-        optimizer = self.optimizer_factory(self.head.parameters())
+        optimizer = combined_optimizer(self.specs, list(self.heads))
         if self.scheduler_factory is None:
             return optimizer
         return {"optimizer": optimizer, "lr_scheduler": self.scheduler_factory(optimizer)}
 
 
-class LinearProbe(Method):
-    """``method=linear`` and every feature augmenter: SGD on a bias-free linear head."""
+def grid_memory_bytes(num_heads: int, num_classes: int, dim: int, itemsize: int = 4) -> int:
+    """Weights, gradients and up to two optimizer buffers (momentum; Adam's two moments) per head."""
+    return 4 * num_heads * num_classes * dim * itemsize
 
-    def __init__(self, name: str, head: Callable[..., LinearHead],
-                 optimizer: Callable[..., torch.optim.Optimizer],
-                 augmenter: FeatureAugmenter | None = None, scheduler=None, epochs: int = 100,
-                 batch_size: int = 256, drop_last: bool = False):
+
+def available_memory(device: torch.device) -> int | None:
+    """Free bytes on ``device`` (the kernel's MemAvailable for the CPU), or None if unknown."""
+    if device.type == "cuda":
+        return torch.cuda.mem_get_info(device)[0]
+    try:
+        meminfo = Path("/proc/meminfo").read_text()
+    except OSError:
+        return None
+    match = re.search(r"^MemAvailable:\s+(\d+) kB", meminfo, re.MULTILINE)
+    return int(match.group(1)) * 1024 if match else None
+
+
+class LinearProbe(Method):
+    """``method=linear`` and every feature augmenter: SGD on a bias-free linear head, or on a
+    grid of heads. ``grid`` maps dotted keys of the head, optimizer and augmenter configs to
+    lists of values (``{"augmenter.eta": [0.1, 0.3], "optimizer.lr": [0.4, 1.6]}``); every
+    combination gets its own head, initialised, batched and updated exactly as its single run,
+    all in one pass over the data. The run then selects the best on validation.
+
+    ``head``, ``optimizer``, ``augmenter`` and ``scheduler`` are config nodes (the method
+    config is instantiated with ``_recursive_: false`` so the grid can vary them) or ready
+    objects (a head factory, an optimizer partial, an augmenter)."""
+
+    def __init__(self, name: str, head: Any, optimizer: Any, augmenter: Any = None, scheduler: Any = None,
+                 epochs: int = 100, batch_size: int = 256, drop_last: bool = False, grid: Mapping | None = None):
         super().__init__(name)
-        self.head_factory, self.optimizer, self.scheduler = head, optimizer, scheduler
-        self.augmenter, self.epochs = augmenter, epochs
-        self.batch_size, self.drop_last = batch_size, drop_last
+        self.specs = expand_grid(name, {"head": head, "optimizer": optimizer, "augmenter": augmenter}, grid)
+        self.scheduler = _build(scheduler)
+        self.epochs, self.batch_size, self.drop_last = epochs, batch_size, drop_last
 
     def fit(self, train: Features, val: Features | None, ctx: FitContext) -> FitResult:
-        head = self.head_factory(in_features=train[0].shape[1], task=ctx.task)
-        module = LinearProbeModule(head, self.augmenter, self.optimizer, self.scheduler)
+        dim = train[0].shape[1]
+        need, have = grid_memory_bytes(len(self.specs), ctx.task.num_classes, dim), available_memory(ctx.device)
+        if have is not None and need > have:
+            raise MemoryError(f"method={self.name}: {len(self.specs)} heads of {ctx.task.num_classes} x {dim} "
+                              f"need about {need / 2**30:.1f} GiB with their gradients and optimizer state, "
+                              f"but {ctx.device} has {have / 2**30:.1f} GiB free: shrink method.grid")
+        # Every head starts from the initialisation its single run would draw.
+        start = torch.get_rng_state()
+        heads = []
+        for spec in self.specs:
+            torch.set_rng_state(start)
+            heads.append(spec.head(in_features=dim, task=ctx.task))
+        module = ProbeModule(self.specs, heads, self.scheduler)
         data = FeatureDataModule(train, val, batch_size=self.batch_size,
                                  drop_last=self.drop_last, seed=ctx.seed)
         # Without a validation split, switch the validation loop off (and its warning).
         trainer = ctx.make_trainer(max_epochs=self.epochs, **({} if val else {"limit_val_batches": 0}))
         trainer.fit(module, datamodule=data)
-        return FitResult(head.cpu().eval())
+        heads = [head.cpu().eval() for head in heads]
+        if len(heads) == 1:
+            return FitResult(heads[0])
+        return FitResult(heads[0], candidates=[Candidate(s.values, h) for s, h in zip(self.specs, heads)])

@@ -15,7 +15,7 @@ from sealab.fileio import atomic_write_bytes
 
 KEYS = ["dataset", "backbone", "method", "seed"]
 # Overrides that name a table cell already, or do not change results.
-NOT_A_VARIANT = ("dataset=", "backbone=", "method=", "seed=", "trainer.enable_progress_bar=",
+NOT_A_VARIANT = ("dataset=", "backbone=", "method=", "seed=", "trainer.enable_progress_bar=", "method.grid=",
                  "experiment=", "hparams_search=", "num_threads=", "debug=",
                  "logger=", "paths.", "hydra.", "extract.")
 
@@ -35,21 +35,31 @@ def override_value(overrides: list[str], key: str) -> str | None:
     return None
 
 
+def _row(record: dict, path: Path, variant_overrides: list[str], metrics: dict[str, float]) -> dict:
+    row = {k: record[k] for k in KEYS}
+    row["overrides"] = variant_overrides
+    row["variant"] = variant(variant_overrides)
+    row.update(metrics)
+    val_metric = record["primary_metric"].replace("test/", "val/", 1)
+    row.update(primary_metric=record["primary_metric"], primary=metrics.get(record["primary_metric"]),
+               val_primary=metrics.get(val_metric, float("nan")), fit_seconds=record["fit_seconds"],
+               run_dir=str(path.parent))
+    return row
+
+
 def collect(root: str | Path) -> pd.DataFrame:
-    """One row per run: its identifying keys, every metric, timings and primary metric."""
+    """One row per run, or per head of a run's grid (a variant like any other, labelled with the
+    override that would train it alone): its identifying keys, every metric, timings and
+    primary metric."""
     rows = []
     for path in sorted(Path(root).rglob("metrics.json")):
         record = json.loads(path.read_text())
-        row = {k: record[k] for k in KEYS}
-        row["overrides"] = record.get("overrides", [])
-        row["variant"] = variant(row["overrides"])
-        row.update(record["metrics"])
-        val_metric = record["primary_metric"].replace("test/", "val/", 1)
-        row.update(primary_metric=record["primary_metric"],
-                   primary=record["metrics"].get(record["primary_metric"]),
-                   val_primary=record["metrics"].get(val_metric, float("nan")),
-                   fit_seconds=record["fit_seconds"], run_dir=str(path.parent))
-        rows.append(row)
+        overrides = record.get("overrides", [])
+        if not record.get("grid"):
+            rows.append(_row(record, path, overrides, record["metrics"]))
+        for head in record.get("grid", []):
+            values = [f"method.{key}={value}" for key, value in head["values"].items()]
+            rows.append(_row(record, path, overrides + values, head["metrics"]))
     if not rows:
         raise FileNotFoundError(f"no metrics.json below {root}: is this a sealab run or sweep folder?")
     return pd.DataFrame(rows)
