@@ -37,10 +37,15 @@ def eta_grid(size: int) -> str:
 def floor_macs(setup: Setup) -> dict[str, int]:
     """Multiply-adds of one training step: linear (logits and weight gradient, 2BCd); clean SeA
     in logit space adds the batch Gram matrix (B^2 d), W W^T (C^2 d), the gradient norms
-    (B C^2), the gradient dots, the mixing of logits and its backward (3 B^2 C) and Q G (B^3)."""
+    (B C^2), the gradient dots, the mixing of logits and its backward (3 B^2 C) and Q G (B^3).
+    The published loop: a forward and a backward that fills both the weight and the input
+    gradient (3BCd), the gradient dots (B^2 d), the direction Q X (B^2 d), then the training
+    step on the moved features (2BCd)."""
     b, c, d = setup.batch_size, setup.num_classes, setup.d
     linear = 2 * b * c * d
-    return {"linear": linear, "sea_clean": linear + b * b * d + c * c * d + b * c * c + 3 * b * b * c + b**3}
+    return {"linear": linear,
+            "sea_clean": linear + b * b * d + c * c * d + b * c * c + 3 * b * b * c + b**3,
+            "published_sea": 5 * b * c * d + 2 * b * b * d}
 
 
 PLAIN_LOOPS = {"bare_linear_loop": bare_linear, "published_sea_loop": published_sea}

@@ -116,8 +116,8 @@ class ProbeModule(HeadModule):
         logits = self.head_scores(x)
         shared = SharedBatch(x, y)
         losses = []
-        for k, (spec, head) in enumerate(zip(self.specs, self.heads)):
-            clean = logits[:, k]
+        # unbind: one backward for all heads' slices (indexing each would zero-fill B x K x C per head)
+        for spec, head, clean in zip(self.specs, self.heads, logits.unbind(1)):
             if spec.augmenter is None:
                 losses.append(head.loss(clean, y))
                 continue
