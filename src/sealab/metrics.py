@@ -1,9 +1,25 @@
-"""Evaluation metrics of the transfer protocol: top-1, mean per-class accuracy, 11-point mAP."""
+"""Evaluation metrics of the transfer protocol: top-1, mean per-class accuracy, 11-point mAP.
+
+Classes absent from the evaluated targets are left out of the per-class averages rather than
+counted as 0 or dropped silently:
+
+- mean per-class accuracy averages the recall of the classes present in the targets (as
+  scikit-learn's ``balanced_accuracy_score``; torchmetrics' macro average would count an absent
+  class as 0 and so understate it on a split that lacks some classes);
+- 11-point mAP averages the AP of the classes with at least one positive (a class without one
+  has no defined AP). Each evaluation that leaves classes out logs a warning naming them and
+  how many classes were scored; the metrics dict holds only metrics in [0, 1], so tables and
+  model selection read it unchanged.
+"""
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Sequence
+
 import torch
-from torchmetrics.functional.classification import multiclass_accuracy
+
+log = logging.getLogger(__name__)
 
 # Names as they appear in metrics.json ("test/<name>") and in dataset configs.
 TOP1, MEAN_PER_CLASS, MAP11 = "top1", "mean_per_class", "map11"
@@ -35,10 +51,36 @@ def voc11_average_precision(scores: torch.Tensor, targets: torch.Tensor) -> torc
     return torch.stack(aps)
 
 
+def mean_average_precision_11(scores: torch.Tensor, targets: torch.Tensor,
+                              class_names: Sequence[str] | None = None) -> float:
+    """11-point mAP over the classes with at least one positive; a warning names the others."""
+    aps = voc11_average_precision(scores, targets)
+    unscored = torch.isnan(aps).nonzero().flatten().tolist()
+    if unscored:
+        named = [class_names[c] if class_names else c for c in unscored]
+        log.warning("11-point mAP: %d of %d classes have no positive example among the %d evaluated "
+                    "examples and are left out of the mean (mAP over %d classes): %s",
+                    len(unscored), len(aps), len(targets), len(aps) - len(unscored),
+                    "classes " + ", ".join(map(str, named)))
+    if len(unscored) == len(aps):
+        return float("nan")
+    return float(aps.nanmean())
+
+
+def mean_per_class_accuracy(predictions: torch.Tensor, targets: torch.Tensor, num_classes: int) -> float:
+    """The mean over the classes present in ``targets`` of the fraction of their examples
+    predicted right (classes absent from ``targets`` are left out, not counted as 0)."""
+    targets = targets.long()
+    count = torch.bincount(targets, minlength=num_classes).double()
+    right = torch.bincount(targets[predictions == targets], minlength=num_classes).double()
+    present = count > 0
+    if not present.any():
+        return float("nan")
+    return float((right[present] / count[present]).mean())
+
+
 def multiclass_metrics(scores: torch.Tensor, targets: torch.Tensor, num_classes: int) -> dict[str, float]:
     """Top-1 and mean per-class accuracy of ``argmax scores``, as fractions in [0, 1]."""
     predictions = scores.argmax(dim=1)
-    return {
-        TOP1: float(multiclass_accuracy(predictions, targets, num_classes, average="micro")),
-        MEAN_PER_CLASS: float(multiclass_accuracy(predictions, targets, num_classes, average="macro")),
-    }
+    top1 = float((predictions == targets).double().mean()) if len(targets) else float("nan")
+    return {TOP1: top1, MEAN_PER_CLASS: mean_per_class_accuracy(predictions, targets, num_classes)}

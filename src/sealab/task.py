@@ -17,8 +17,8 @@ from sealab.metrics import (
     MAP11,
     MEAN_PER_CLASS,
     TOP1,
+    mean_average_precision_11,
     multiclass_metrics,
-    voc11_average_precision,
 )
 
 
@@ -171,7 +171,8 @@ class MultiLabel(Task):
         return grad / kept if reduction == "mean" else grad
 
     def metrics(self, scores, y):
-        return {MAP11: float(voc11_average_precision(scores, y).nanmean())}
+        # classes without a positive are left out of the mean, with a warning naming them
+        return {MAP11: mean_average_precision_11(scores, y)}
 
 
 def make_task(num_classes: int, multilabel: bool = False, primary_metric: str | None = None) -> Task:

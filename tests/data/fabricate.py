@@ -55,6 +55,8 @@ class Fabricated:
     # Which splits share a pool of images: those splits together serve exactly the pool.
     pools: dict[tuple[str, ...], set[int]] = field(default_factory=dict)
     unused: int = 0  # images of the pools no split serves (beyond a per-class quota)
+    # Splits a list file fixes: split -> [(image id, label)] in the file's order.
+    listed: dict[str, list[tuple[int, Any]]] = field(default_factory=dict)
 
     def add(self, pool: tuple[str, ...], uid: int, label: Any) -> None:
         self.labels[uid] = label
@@ -243,9 +245,11 @@ def pets(root: Path) -> Fabricated:
 # --- no official partition: seeded per class ------------------------------------------------
 
 def caltech101(root: Path) -> Fabricated:
+    """Three classes of 31-35 images and a small BACKGROUND_Google (a class in the protocol):
+    30 train images each, the rest test; the small class keeps 1 test image, the rest train."""
     base = root / "caltech101" / "101_ObjectCategories"
-    counts = {"accordion": 31, "airplanes": 33, "yin_yang": 35}  # 30 train each, the rest test
-    train = 30 * len(counts)
+    counts = {"BACKGROUND_Google": 3, "accordion": 31, "airplanes": 33, "yin_yang": 35}  # sorted order
+    train = sum(min(30, n - 1) for n in counts.values())
     fab = Fabricated(root, len(counts), val_from_train_sizes(train, sum(counts.values()) - train))
     ids = Ids()
     for c, (name, n) in enumerate(counts.items()):
@@ -253,23 +257,62 @@ def caltech101(root: Path) -> Fabricated:
             uid = ids()
             write_image(base / name / f"image_{k:04d}.jpg", uid)
             fab.add(("train", "val", "test"), uid, c)
-    for k in range(1, 4):  # clutter images that are no class, left out as torchvision does
-        write_image(base / "BACKGROUND_Google" / f"image_{k:04d}.jpg", ids())
     return fab
 
 
+def caltech101_split_files(fab: Fabricated, dest: Path, seed: int = 0) -> dict[str, Path]:
+    """Train / val / test list files over a fabricated Caltech-101 in the protocol code's form
+    (``<class>/<image> <label>``), with their own label numbering (not the sorted folder order)
+    and their own draw; ``fab.listed`` records what each split must serve, in order."""
+    base = fab.root / "caltech101" / "101_ObjectCategories"
+    rng = np.random.default_rng(seed)
+    classes = sorted(d.name for d in base.iterdir())
+    label_of = {name: k for k, name in enumerate(rng.permutation(classes).tolist())}
+    lines: dict[str, list[str]] = {"train": [], "val": [], "test": []}
+    fab.listed = {s: [] for s in lines}
+    for name in classes:
+        files = rng.permutation(sorted(p.name for p in (base / name).iterdir())).tolist()
+        for split, part in (("train", files[:2]), ("val", files[2:3]), ("test", files[3:5])):
+            for file in part:
+                lines[split].append(f"{name}/{file} {label_of[name]}")
+                uid = image_id(Image.open(base / name / file))
+                fab.listed[split].append((uid, label_of[name]))
+    paths = {}
+    for split, split_lines in lines.items():
+        order = rng.permutation(len(split_lines))  # the file's order, not a sorted one, is kept
+        write_lines(dest / f"{split}.txt", [split_lines[i] for i in order])
+        fab.listed[split] = [fab.listed[split][i] for i in order]
+        paths[split] = dest / f"{split}.txt"
+    return paths
+
+
 def sun397(root: Path) -> Fabricated:
+    """Three classes (nested names exist in SUN) and the first official partition's lists:
+    50 training and 50 testing images per class, the zoo's 4 extra images in neither."""
     base = root / "SUN397"
-    classes = {"/a/abbey": 100, "/b/bakery/shop": 100, "/z/zoo": 104}  # nested names exist in SUN
-    fab = Fabricated(root, len(classes), val_from_train_sizes(50 * len(classes), 50 * len(classes)), unused=4)
+    classes = {"/a/abbey": 100, "/b/bakery/shop": 100, "/z/zoo": 104}
+    fab = Fabricated(root, len(classes), val_from_train_sizes(50 * len(classes), 50 * len(classes)))
     write_lines(base / "ClassName.txt", list(classes))
     ids, rng = Ids(), np.random.default_rng(0)
+    lists: dict[str, list[str]] = {"Training": [], "Testing": []}
+    fab.listed = {"train": [], "test": []}
     for c, (name, n) in enumerate(classes.items()):
+        files = []
         for _ in range(n):
             uid = ids()
             # SUN's file names are not in class order; random hex names mimic that
-            write_image(base / name.lstrip("/") / f"sun_{rng.integers(16 ** 15):015x}{uid}.jpg", uid)
-            fab.add(("train", "val", "test"), uid, c)
+            rel = f"{name}/sun_{rng.integers(16 ** 15):015x}{uid}.jpg"
+            write_image(base / rel.lstrip("/"), uid)
+            files.append((rel, uid))
+        chosen = rng.permutation(n)  # which images each list takes: a draw, not the first by name
+        for kind, split, part in (("Training", "train", chosen[:50]), ("Testing", "test", chosen[50:100])):
+            for i in sorted(part, key=lambda i: files[i][0]):  # listed by class, then name, as SUN's
+                rel, uid = files[i]
+                lists[kind].append(rel)
+                fab.listed[split].append((uid, c))
+                fab.add(("train", "val") if split == "train" else ("test",), uid, c)
+    for kind, lines in lists.items():
+        write_lines(base / "Partitions" / f"{kind}_01.txt", lines)
     return fab
 
 

@@ -1,7 +1,9 @@
 """Every benchmark loads from a fabricated copy through sealab-train's config, with the
 protocol's splits, labels, class count and primary metric; a missing copy gives one clear error."""
 
+import hashlib
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -12,6 +14,7 @@ from fabricate import (
     FABRICATORS,
     accept_fabricated_checksums,
     caltech101,
+    caltech101_split_files,
     dtd,
     image_id,
     imagefolder,
@@ -21,9 +24,10 @@ from fabricate import (
 from helpers import CONF_DIR, compose_train
 from hydra.errors import InstantiationException
 from hydra.utils import instantiate
+from PIL import Image
 
 from sealab.data.base import SPLITS, DatasetBase, ImageDataset
-from sealab.data.errors import DatasetNotFoundError
+from sealab.data.errors import DatasetChecksumError, DatasetNotFoundError
 from sealab.metrics import MAP11, MEAN_PER_CLASS, TOP1
 
 NAMES = list(FABRICATORS)
@@ -107,32 +111,161 @@ def per_class_counts(dataset: ImageDataset, splits: tuple[str, ...]) -> list[int
     return np.bincount(labels, minlength=dataset.num_classes).tolist()
 
 
-def test_caltech101_takes_30_train_images_per_class_and_skips_the_background(tmp_path):
+def test_caltech101_takes_30_train_images_per_class_and_keeps_the_background(tmp_path):
     dataset = load("caltech101", caltech101(tmp_path).root, output_dir=tmp_path)
-    assert per_class_counts(dataset, ("train", "val")) == [30, 30, 30]
-    assert per_class_counts(dataset, ("test",)) == [1, 3, 5]  # the rest of 31, 33, 35
-    assert "BACKGROUND_Google" not in dataset.class_names
+    assert dataset.class_names == ["BACKGROUND_Google", "accordion", "airplanes", "yin_yang"]
+    # 30 for train where a class has more than 30; the 3-image class keeps 1 test image
+    assert per_class_counts(dataset, ("train", "val")) == [2, 30, 30, 30]
+    assert per_class_counts(dataset, ("test",)) == [1, 1, 3, 5]  # the rest of 3, 31, 33, 35
 
 
-def test_sun397_takes_50_train_and_50_test_images_per_class(tmp_path):
-    dataset = load("sun397", sun397(tmp_path).root, output_dir=tmp_path)
-    assert per_class_counts(dataset, ("train", "val")) == [50, 50, 50]
-    assert per_class_counts(dataset, ("test",)) == [50, 50, 50]
-    assert dataset.class_names == ["abbey", "bakery/shop", "zoo"]
+def test_caltech101_can_leave_the_background_out(tmp_path):
+    dataset = load("caltech101", caltech101(tmp_path).root, "dataset.include_background=false",
+                   output_dir=tmp_path)
+    assert dataset.class_names == ["accordion", "airplanes", "yin_yang"]
+    assert per_class_counts(dataset, ("test",)) == [1, 3, 5]
 
 
-def test_sun397_split_does_not_depend_on_the_file_listing_order(tmp_path, monkeypatch):
-    root = sun397(tmp_path).root
-    first = split_ids(load("sun397", root, output_dir=tmp_path))
-    listing = Path.rglob
-    monkeypatch.setattr(Path, "rglob", lambda self, pattern: list(listing(self, pattern))[::-1])
-    assert split_ids(load("sun397", root, output_dir=tmp_path)) == first
+def test_caltech101_train_per_class_above_a_class_size_keeps_a_test_image(tmp_path):
+    dataset = load("caltech101", caltech101(tmp_path).root, "dataset.train_per_class=34", output_dir=tmp_path)
+    assert per_class_counts(dataset, ("train", "val")) == [2, 30, 32, 34]
+    assert per_class_counts(dataset, ("test",)) == [1, 1, 1, 1]
 
 
 def test_too_few_images_for_the_per_class_split_is_a_clear_error(tmp_path):
     root = caltech101(tmp_path).root
-    with pytest.raises(ValueError, match=r"'accordion' has 31 images.*dataset.train_per_class"):
-        load("caltech101", root, "dataset.train_per_class=31", output_dir=tmp_path)
+    with pytest.raises(ValueError, match=r"'BACKGROUND_Google' has 3 images.*dataset.min_test_per_class"):
+        load("caltech101", root, "dataset.min_test_per_class=3", output_dir=tmp_path)
+
+
+def split_files_override(paths: dict[str, Path]) -> str:
+    return "dataset.split_files={" + ",".join(f"{s}:'{p}'" for s, p in paths.items()) + "}"
+
+
+def assert_follows_the_lists(dataset: ImageDataset, listed: dict[str, list[tuple[int, object]]]) -> None:
+    for split, expected in listed.items():
+        assert served(dataset, split) == expected, split  # same images, same labels, same order
+        np.testing.assert_array_equal(dataset.targets(split), [label for _, label in expected])
+
+
+def test_caltech101_split_files_reproduce_a_published_split_exactly(tmp_path):
+    fab = caltech101(tmp_path / "caltech101")
+    files = caltech101_split_files(fab, tmp_path / "lists")
+    dataset = load("caltech101", fab.root, split_files_override(files), output_dir=tmp_path)
+    assert_follows_the_lists(dataset, fab.listed)
+    assert dataset.num_classes == 4 and sorted(dataset.class_names) == sorted(
+        ["BACKGROUND_Google", "accordion", "airplanes", "yin_yang"])
+    folder_of = {image_id_of(p): p.parent.name for p in (fab.root / "caltech101").rglob("*.jpg")}
+    for uid, label in fab.listed["train"]:  # the class names follow the files' own numbering
+        assert dataset.class_names[label] == folder_of[uid]
+    again = load("caltech101", fab.root, split_files_override(files), output_dir=tmp_path)
+    assert again.identity() == dataset.identity()
+    seeded = load("caltech101", fab.root, output_dir=tmp_path)
+    assert seeded.identity() != dataset.identity()
+    json.dumps(dataset.describe())
+
+
+def image_id_of(path: Path) -> int:
+    with Image.open(path) as image:
+        return image_id(image)
+
+
+def test_split_files_without_val_draw_val_from_train(tmp_path):
+    fab = caltech101(tmp_path / "caltech101")
+    files = caltech101_split_files(fab, tmp_path / "lists")
+    del files["val"]  # 2 training images per class: half of them make a stratified val
+    dataset = load("caltech101", fab.root, split_files_override(files), "dataset.val_fraction=0.5",
+                   output_dir=tmp_path)
+    train = {uid for uid, _ in fab.listed["train"]}
+    got = split_ids(dataset)
+    assert got["train"] | got["val"] == train and got["train"].isdisjoint(got["val"])
+    assert served(dataset, "test") == fab.listed["test"]
+
+
+def test_split_file_naming_a_missing_image_names_the_file_and_line(tmp_path):
+    fab = caltech101(tmp_path / "caltech101")
+    files = caltech101_split_files(fab, tmp_path / "lists")
+    lines = files["test"].read_text().splitlines()
+    victim = lines[2].rsplit(maxsplit=1)[0]
+    (fab.root / "caltech101" / "101_ObjectCategories" / victim).unlink()
+    with pytest.raises(DatasetNotFoundError, match=rf"test\.txt:3: image '{victim}' not found"):
+        load("caltech101", fab.root, split_files_override(files), output_dir=tmp_path)
+
+
+def test_split_file_with_a_malformed_line_names_it(tmp_path):
+    fab = caltech101(tmp_path / "caltech101")
+    files = caltech101_split_files(fab, tmp_path / "lists")
+    files["val"].write_text(files["val"].read_text() + "accordion/image_0001.jpg\n")
+    with pytest.raises(DatasetNotFoundError, match=r"val\.txt:5: expected '<relative path> <label>'"):
+        load("caltech101", fab.root, split_files_override(files), output_dir=tmp_path)
+
+
+def test_split_files_must_exist(tmp_path):
+    fab = caltech101(tmp_path / "caltech101")
+    files = {"train": tmp_path / "nope_train.txt", "test": tmp_path / "nope_test.txt"}
+    with pytest.raises(DatasetNotFoundError, match="nope_train.txt"):
+        load("caltech101", fab.root, split_files_override(files), output_dir=tmp_path)
+
+
+def test_imagefolder_split_files_reproduce_a_split_exactly(tmp_path):
+    fab = imagefolder(tmp_path / "folder", per_class=4)
+    listed: dict[str, list[tuple[int, int]]] = {"train": [], "val": [], "test": []}
+    lines: dict[str, list[str]] = {s: [] for s in listed}
+    for c, name in enumerate(["cat", "dog", "zebra"]):
+        label = 2 - c  # the lists' own numbering
+        for k, split in enumerate(["test", "train", "val", "train"]):
+            lines[split].append(f"{name}/{k}.png {label}")
+            listed[split].append((image_id_of(fab.root / name / f"{k}.png"), label))
+    files = {}
+    for split, split_lines in lines.items():
+        files[split] = tmp_path / f"{split}.txt"
+        files[split].write_text("".join(f"{line}\n" for line in split_lines))
+    dataset = load("imagefolder", fab.root, split_files_override(files), output_dir=tmp_path)
+    assert_follows_the_lists(dataset, listed)
+    assert dataset.class_names == ["zebra", "dog", "cat"]
+
+
+def test_sun397_follows_the_first_official_partition_exactly(tmp_path):
+    fab = sun397(tmp_path)
+    dataset = load("sun397", fab.root, output_dir=tmp_path)
+    assert dataset.class_names == ["abbey", "bakery/shop", "zoo"]
+    assert served(dataset, "test") == fab.listed["test"]  # Testing_01.txt, in its order
+    train_val = sorted(served(dataset, "train") + served(dataset, "val"))
+    assert train_val == sorted(fab.listed["train"])  # Training_01.txt, split into train and val
+    assert per_class_counts(dataset, ("train", "val")) == [50, 50, 50]
+    assert per_class_counts(dataset, ("val",)) == [10, 10, 10]  # a stratified 20%
+    assert dataset.identity()["partition"] == 1
+
+
+def test_sun397_without_its_partition_lists_says_where_to_get_them(tmp_path):
+    fab = sun397(tmp_path)
+    for kind in ("Training", "Testing"):
+        (fab.root / "SUN397" / "Partitions" / f"{kind}_01.txt").unlink()
+    with pytest.raises(DatasetNotFoundError) as caught:
+        load("sun397", fab.root, output_dir=tmp_path)
+    message = str(caught.value)
+    assert "SUN397/Partitions/Training_01.txt" in message and "SUN397/Partitions/Testing_01.txt" in message
+    assert "Partitions.zip" in message
+
+
+def test_sun397_partition_line_naming_a_missing_image_names_the_file_and_line(tmp_path):
+    fab = sun397(tmp_path)
+    listing = fab.root / "SUN397" / "Partitions" / "Training_01.txt"
+    rel = listing.read_text().splitlines()[6]
+    (fab.root / "SUN397" / rel.lstrip("/")).unlink()
+    with pytest.raises(DatasetNotFoundError, match=r"Training_01\.txt:7: image .* not found"):
+        load("sun397", fab.root, output_dir=tmp_path)
+
+
+def test_a_validation_fraction_too_small_for_the_classes_names_the_dataset_and_setting(tmp_path):
+    root = FABRICATORS["cifar10"](tmp_path).root  # 50 training images of 10 classes
+    accept = pytest.MonkeyPatch.context()
+    with accept as patch:
+        accept_fabricated_checksums(patch)
+        with pytest.raises(ValueError, match=r"dataset 'cifar10': dataset.val_fraction=0.1 holds out 5 of 50 "
+                                             r"examples, fewer than its 10 classes"):
+            load("cifar10", root, "dataset.val_fraction=0.1", output_dir=tmp_path)
+        load("cifar10", root, "dataset.val_fraction=0.2", output_dir=tmp_path)
 
 
 # --- errors ---------------------------------------------------------------------------------
@@ -162,7 +295,7 @@ ESSENTIAL = {
     "flowers": "flowers-102/setid.mat",
     "food101": "food-101/meta/test.json",
     "pets": "oxford-iiit-pet/annotations/test.txt",
-    "sun397": "SUN397/ClassName.txt",
+    "sun397": "SUN397/Partitions/Training_01.txt",
     "voc2007": "VOCdevkit/VOC2007/ImageSets/Main/dog_val.txt",
 }
 
@@ -191,11 +324,44 @@ def test_voc_image_missing_from_its_folder_is_named(tmp_path):
         load("voc2007", fab.root, output_dir=tmp_path)
 
 
-def test_files_torchvision_rejects_give_the_same_error(tmp_path):
+def test_files_failing_torchvisions_checksum_are_reported_as_present_but_corrupted(tmp_path):
     # No checksum patch: torchvision compares the fabricated CIFAR files with the real md5 sums.
     root = FABRICATORS["cifar10"](tmp_path).root
-    with pytest.raises(DatasetNotFoundError, match="torchvision could not read it"):
+    with pytest.raises(DatasetChecksumError) as caught:
         load("cifar10", root, output_dir=tmp_path)
+    message = str(caught.value)
+    assert "present but their checksum does not match" in message and "not found" not in message
+    assert "cifar-10-batches-py/data_batch_1" in message and "dataset.download=true" in message
+
+
+def md5_of(path: Path) -> str:
+    return hashlib.md5(path.read_bytes()).hexdigest()
+
+
+@pytest.mark.parametrize("name, victim", [("cifar10", "cifar-10-batches-py/data_batch_3"),
+                                          ("cifar100", "cifar-100-python/meta"),
+                                          ("flowers", "flowers-102/setid.mat")])
+def test_one_corrupted_file_is_named_as_failing_its_checksum(name, victim, tmp_path, monkeypatch):
+    from torchvision.datasets import cifar, flowers102
+
+    fab = FABRICATORS[name](tmp_path / name)
+    # Let the fabricated files be "the release": torchvision's check compares with their md5 sums.
+    release = {str(p): md5_of(p) for p in fab.root.rglob("*") if p.is_file()}
+
+    def check(fpath, md5=None):
+        return os.path.isfile(fpath) and md5_of(Path(fpath)) == release.get(str(fpath))
+
+    monkeypatch.setattr(cifar, "check_integrity", check)
+    monkeypatch.setattr(flowers102, "check_integrity", check)
+    load(name, fab.root, output_dir=tmp_path)  # intact: loads
+    path = fab.root / victim
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])  # a truncated download
+    with pytest.raises(DatasetChecksumError) as caught:
+        load(name, fab.root, output_dir=tmp_path)
+    message = str(caught.value)
+    assert "present but their checksum does not match" in message and "not found" not in message
+    assert victim in message and caught.value.corrupted == [(victim, caught.value.corrupted[0][1])]
+    assert "delete those files and rerun with dataset.download=true" in message
 
 
 def test_stanford_cars_download_request_explains_the_manual_route(tmp_path):

@@ -12,7 +12,7 @@ import numpy as np
 from torch.utils.data import Dataset, Subset
 
 from sealab.data.base import SPLITS, ImageDataset, check_split_name
-from sealab.data.errors import DatasetNotFoundError, missing_paths
+from sealab.data.errors import DatasetChecksumError, DatasetNotFoundError, missing_paths
 from sealab.data.splits import stratified_holdout
 
 
@@ -38,29 +38,41 @@ class Split:
         return Split(self.source, self.indices[positions], self.targets[positions], seeded=True)
 
 
-def holdout_val(split: Split, fraction: float, seed: int) -> tuple[Split, Split]:
-    """(train, val): a seeded, stratified ``fraction`` of ``split`` becomes val."""
-    kept, held = stratified_holdout(split.targets, fraction, seed)
+def holdout_val(split: Split, fraction: float, seed: int, dataset: str = "dataset",
+                setting: str = "dataset.val_fraction") -> tuple[Split, Split]:
+    """(train, val): a seeded, stratified ``fraction`` of ``split`` becomes val. A fraction too
+    small (or large) for the number of classes is an error naming ``dataset`` and ``setting``."""
+    kept, held = stratified_holdout(split.targets, fraction, seed, dataset=dataset, setting=setting)
     return split.take(kept), split.take(held)
 
 
 def per_class_partition(targets: np.ndarray, class_names: list[str], train_per_class: int,
-                        test_per_class: int | None, seed: int) -> tuple[np.ndarray, np.ndarray]:
+                        test_per_class: int | None, seed: int,
+                        min_test_per_class: int = 1) -> tuple[np.ndarray, np.ndarray]:
     """Positions of (train, test): per class a seeded draw of ``train_per_class`` images for
-    train and ``test_per_class`` of the rest (all of the rest when None) for test."""
+    train and ``test_per_class`` of the rest (all of the rest when None) for test.
+
+    With ``test_per_class=None`` (Caltech-101's "30 per class, the rest test") a class too small
+    for that keeps ``min_test_per_class`` images for test and gives all of its others to train.
+    A class that cannot give both sides an image is an error naming it."""
     rng = np.random.default_rng(seed)
-    need = train_per_class + (test_per_class or 1)
     train, test = [], []
     for c, name in enumerate(class_names):
         members = rng.permutation(np.flatnonzero(targets == c))
-        if len(members) < need:
-            raise ValueError(
-                f"class {name!r} has {len(members)} images but the split takes {train_per_class} for train "
-                f"and {test_per_class or 'at least 1'} for test. Lower dataset.train_per_class"
-                f"{' / dataset.test_per_class' if test_per_class else ''} or complete the class."
-            )
-        train.append(members[:train_per_class])
-        test.append(members[train_per_class:None if test_per_class is None else need])
+        if test_per_class is None:
+            n_train = min(train_per_class, len(members) - min_test_per_class)
+            n_test = len(members) - n_train
+            short = n_train < 1 or n_test < 1
+            wants = f"at least 1 for train and {min_test_per_class} for test (dataset.min_test_per_class)"
+        else:
+            n_train, n_test = train_per_class, test_per_class
+            short = len(members) < n_train + n_test
+            wants = (f"{train_per_class} for train and {test_per_class} for test. Lower "
+                     "dataset.train_per_class / dataset.test_per_class or complete the class")
+        if short:
+            raise ValueError(f"class {name!r} has {len(members)} images but the split takes {wants}.")
+        train.append(members[:n_train])
+        test.append(members[n_train:n_train + n_test])
     return np.sort(np.concatenate(train)), np.sort(np.concatenate(test))
 
 
@@ -82,13 +94,17 @@ class BenchmarkDataset(ImageDataset):
     def __init__(self, root: str | Path, download: bool = False):
         self.root = Path(root).expanduser()
         self.download = download
-        if download and self.can_download and missing_paths(self.root, self.expected):
+        if download and self.can_download and (missing_paths(self.root, self.expected) or self.corrupted()):
             self.root.mkdir(parents=True, exist_ok=True)
-            self._download()
+            self._download()  # torchvision's downloaders fetch again what fails its checksum
         self.require(missing_paths(self.root, self.expected))
         try:
             self._splits = self._build()
         except RuntimeError as err:  # torchvision: "Dataset not found or corrupted ..."
+            corrupted = self.corrupted()
+            if corrupted:
+                raise DatasetChecksumError(self.name, self.root, corrupted,
+                                           self.how_to_get.format(root=self.root)) from err
             raise self.not_found([], problem=f"torchvision could not read it: {err}") from err
 
     def not_found(self, missing: list[str], problem: str | None = None,
@@ -105,6 +121,11 @@ class BenchmarkDataset(ImageDataset):
 
     def _download(self) -> None:
         raise NotImplementedError(f"{self.name} has no downloader")
+
+    def corrupted(self) -> list[tuple[str, str]]:
+        """``(path relative to root, expected md5)`` of the files present whose checksum fails the
+        check torchvision applies (none for datasets torchvision does not checksum)."""
+        return []
 
     @abstractmethod
     def _build(self) -> dict[str, Split]:

@@ -40,8 +40,8 @@ class Digits(ImageDataset):
         self._images = np.round(bunch.images * (255 / 16)).astype(np.uint8)
         self._labels = bunch.target.astype(np.int64)
         self.test_size, self.val_fraction, self.seed = test_size, val_fraction, seed
-        rest, test = stratified_holdout(self._labels, test_size, seed)
-        train, val = stratified_holdout(self._labels[rest], val_fraction, seed)
+        rest, test = stratified_holdout(self._labels, test_size, seed, self.name, "dataset.test_size")
+        train, val = stratified_holdout(self._labels[rest], val_fraction, seed, self.name)
         self.indices = {"train": rest[train], "val": rest[val], "test": test}
 
     def split(self, name: str) -> Dataset:

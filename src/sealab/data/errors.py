@@ -40,3 +40,24 @@ def missing_paths(root: Path, expected: Sequence[str]) -> list[str]:
         if not ok:
             missing.append(rel)
     return missing
+
+
+class DatasetChecksumError(ValueError):
+    """A dataset's files are all present, but some fail the checksum of the official release
+    (torchvision's integrity check: CIFAR, Flowers-102): corrupted, truncated or another version."""
+
+    def __init__(self, name: str, root: Path, corrupted: Sequence[tuple[str, str]], how_to_get: str):
+        self.name, self.root, self.corrupted = name, Path(root), list(corrupted)
+        listed = ", ".join(f"{rel} (expected md5 {md5})" for rel, md5 in self.corrupted[:MAX_LISTED])
+        if len(self.corrupted) > MAX_LISTED:
+            listed += f" and {len(self.corrupted) - MAX_LISTED} more"
+        lines = [(f"dataset {name!r} at {self.root}: the files are present but their checksum does not match "
+                  "the official release (corrupted, truncated by an interrupted download, or another version)."),
+                 f"Failing files (relative to that root): {listed}.",
+                 ("To fix: delete those files and rerun with dataset.download=true to download them again, "
+                  f"or replace them with a good copy. How to get it: {how_to_get}"),
+                 "Or point dataset.root=/path/to/copy at an intact copy."]
+        super().__init__("\n".join(lines))
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}: {self}"

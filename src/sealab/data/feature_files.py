@@ -101,7 +101,7 @@ class FeatureFiles(PrecomputedFeatures):
             loaded["val"] = load_feature_file(val_features, val_labels, multilabel)
         else:
             x, y = loaded["train"]
-            keep, held = stratified_holdout(y.numpy(), val_fraction, seed)
+            keep, held = stratified_holdout(y.numpy(), val_fraction, seed, dataset=name)
             loaded["train"], loaded["val"] = (x[keep], y[keep]), (x[held], y[held])
             self.val_indices = held.tolist()
         dims = {s: t[0].shape[1] for s, t in loaded.items()}

@@ -3,12 +3,18 @@
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from torchvision.datasets import ImageFolder
 
 from sealab.data.benchmark import BenchmarkDataset, Split, holdout_val
+from sealab.data.split_files import (
+    check_split_files,
+    split_files_identity,
+    splits_from_files,
+)
 from sealab.metrics import MEAN_PER_CLASS, TOP1
 
 METRICS = (TOP1, MEAN_PER_CLASS)
@@ -33,7 +39,9 @@ def class_folders(root: Path) -> list[str]:
 class ImageFolderDataset(BenchmarkDataset):
     """``root/<class>/<image>``. ``val_root`` and ``test_root`` (same layout, classes among
     root's) are optional: without ``test_root`` a seeded, stratified ``test_fraction`` of root
-    is test; without ``val_root`` a seeded, stratified ``val_fraction`` of the rest is val."""
+    is test; without ``val_root`` a seeded, stratified ``val_fraction`` of the rest is val.
+    ``split_files`` (train / val / test lists of ``<path relative to root> <label>`` lines,
+    ``sealab.data.split_files``) instead fixes every split and label exactly."""
 
     expected = ("./",)
     layout = "<root>/<class name>/<image>.{jpg,jpeg,png,...}: one folder per class (torchvision ImageFolder)"
@@ -42,9 +50,14 @@ class ImageFolderDataset(BenchmarkDataset):
 
     def __init__(self, root: str | Path, val_root: str | Path | None = None, test_root: str | Path | None = None,
                  val_fraction: float = 0.2, test_fraction: float = 0.2, seed: int = 0,
-                 primary_metric: str = TOP1, name: str = "imagefolder"):
+                 primary_metric: str = TOP1, name: str = "imagefolder",
+                 split_files: Mapping[str, str] | None = None):
         if primary_metric not in METRICS:
             raise ValueError(f"dataset.primary_metric={primary_metric!r}: choose one of {METRICS}")
+        self.split_files = check_split_files(split_files) if split_files else None
+        if self.split_files and (val_root or test_root):
+            raise ValueError("dataset.split_files fixes every split: leave dataset.val_root and "
+                             "dataset.test_root unset (null) with it")
         self.name, self.primary_metric = name, primary_metric
         self.roots = {"val": Path(val_root).expanduser() if val_root else None,
                       "test": Path(test_root).expanduser() if test_root else None}
@@ -61,6 +74,11 @@ class ImageFolderDataset(BenchmarkDataset):
         return Split.whole(folder, folder.targets)
 
     def _build(self) -> dict[str, Split]:
+        if self.split_files:
+            splits, self.class_names = splits_from_files(self, self.split_files, self.root,
+                                                         self.val_fraction, self.seed)
+            self.num_classes = len(self.class_names)
+            return splits
         rest = self._folder(self.root, None)
         self.class_names = list(rest.source.classes)
         self.num_classes = len(self.class_names)
@@ -69,7 +87,8 @@ class ImageFolderDataset(BenchmarkDataset):
             root = self.roots[split]
             if root is None:
                 fraction = self.test_fraction if split == "test" else self.val_fraction
-                rest, splits[split] = holdout_val(rest, fraction, self.seed)
+                rest, splits[split] = holdout_val(rest, fraction, self.seed, self.name,
+                                                  f"dataset.{split}_fraction")
                 continue
             unknown = sorted(set(class_folders(root)) - set(self.class_names))
             if unknown:
@@ -80,6 +99,12 @@ class ImageFolderDataset(BenchmarkDataset):
         return {"train": rest, **splits}
 
     def protocol(self) -> dict[str, Any]:
+        if self.split_files:
+            val = "val" in self.split_files
+            return {"splits": "list files (dataset.split_files)" + ("" if val else "; val = seeded "
+                                                                     "stratified val_fraction of train"),
+                    "split_files": split_files_identity(self.split_files),
+                    "val_fraction": None if val else self.val_fraction, "split_seed": None if val else self.seed}
         made = {}
         for split in ("test", "val"):
             root = self.roots[split]
@@ -96,6 +121,6 @@ class ImageFolderDataset(BenchmarkDataset):
         for split in ("train", "val", "test"):
             s = self._splits[split]
             for i in s.indices:
-                path, _ = s.source.samples[i]
+                path = s.source.samples[i][0] if hasattr(s.source, "samples") else s.source.paths[i]
                 digest.update(f"{split}:{Path(path).name}:{Path(path).parent.name}\n".encode())
         return {**super().identity(), "files_sha256": digest.hexdigest()[:16]}

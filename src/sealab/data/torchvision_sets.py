@@ -8,6 +8,7 @@ calls ``root``; ``download=true`` uses torchvision's own downloader.
 
 from __future__ import annotations
 
+import importlib
 from abc import abstractmethod
 from pathlib import Path
 from typing import Any
@@ -36,9 +37,24 @@ class TorchvisionBenchmark(BenchmarkDataset):
         # Most torchvision classes keep the targets in ``_labels``; the others override this.
         return source, source._labels, list(source.classes)
 
+    # torchvision module whose ``check_integrity`` verifies the files of ``checksummed()``
+    checksum_module: str | None = None
+
     def _download(self) -> None:
         for split in self.official:
             self._open(split, download=True)
+
+    def checksummed(self) -> list[tuple[str, str]]:
+        """``(path relative to root, md5)`` of the files torchvision checks before reading."""
+        return []
+
+    def corrupted(self) -> list[tuple[str, str]]:
+        if not self.checksum_module:
+            return []
+        # looked up at call time: torchvision's own check (which a test may replace)
+        check = importlib.import_module(self.checksum_module).check_integrity
+        return [(rel, md5) for rel, md5 in self.checksummed()
+                if (self.root / rel).is_file() and not check(str(self.root / rel), md5)]
 
     def _read(self) -> dict[str, Split]:
         labelled = {s: self._labelled(self._open(s, download=False)) for s in self.official}
@@ -70,7 +86,7 @@ class HeldOutVal(TorchvisionBenchmark):
     def _build(self) -> dict[str, Split]:
         read = self._read()
         fit, test = self.official
-        train, val = holdout_val(read[fit], self.val_fraction, self.seed)
+        train, val = holdout_val(read[fit], self.val_fraction, self.seed, self.name)
         return {"train": train, "val": val, "test": read[test]}
 
     def protocol(self) -> dict[str, Any]:
@@ -133,8 +149,14 @@ class Flowers(TorchvisionBenchmark):
     how_to_get = ("rerun with dataset.download=true (torchvision fetches 102flowers.tgz, imagelabels.mat "
                   "and setid.mat from https://www.robots.ox.ac.uk/~vgg/data/flowers/102/ into {root}/flowers-102).")
 
+    checksum_module = "torchvision.datasets.flowers102"
+
     def _open(self, split: str, download: bool) -> Dataset:
         return tv.Flowers102(self.root, split, download=download)
+
+    def checksummed(self) -> list[tuple[str, str]]:
+        return [(f"flowers-102/{name}", md5) for key, (name, md5) in tv.Flowers102._file_dict.items()
+                if key in ("label", "setid")]
 
 
 class Cars(HeldOutVal):
@@ -165,6 +187,7 @@ class CIFAR10(HeldOutVal):
     name = "cifar10"
     folder, files = "cifar-10-batches-py", (*(f"data_batch_{i}" for i in range(1, 6)), "test_batch", "batches.meta")
     tv_class = tv.CIFAR10
+    checksum_module = "torchvision.datasets.cifar"
     how_to_get = ("rerun with dataset.download=true (torchvision fetches the python version from "
                   "https://www.cs.toronto.edu/~kriz/cifar.html into {root}).")
 
@@ -181,6 +204,11 @@ class CIFAR10(HeldOutVal):
 
     def _labelled(self, source: Any) -> Labelled:
         return source, source.targets, list(source.classes)
+
+    def checksummed(self) -> list[tuple[str, str]]:
+        tvc = self.tv_class
+        entries = [*tvc.train_list, *tvc.test_list, (tvc.meta["filename"], tvc.meta["md5"])]
+        return [(f"{self.folder}/{name}", md5) for name, md5 in entries]
 
 
 class CIFAR100(CIFAR10):
