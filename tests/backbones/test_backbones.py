@@ -84,10 +84,10 @@ def test_random_relu_features_match_their_formula():
 def test_checkpoint_keys_are_remapped(tmp_path):
     source = timm.create_model("resnet10t", pretrained=False, num_classes=0)
     state = {f"module.encoder_q.{k}": v for k, v in source.state_dict().items()}
-    state["module.encoder_q.fc.weight"] = torch.zeros(128, 512)  # projection head: ignored
+    state["module.encoder_q.fc.weight"] = torch.zeros(128, 512)  # projection head: dropped
     torch.save({"state_dict": state}, tmp_path / "moco.pth")
     backbone = tiny_timm(checkpoint=str(tmp_path / "moco.pth"), checkpoint_key="state_dict",
-                         key_map={"module.encoder_q.": ""})
+                         key_map={"module.encoder_q.": ""}, drop_prefixes=["module.encoder_q.fc."])
     for key, value in source.state_dict().items():
         assert torch.equal(backbone.model.state_dict()[key], value), key
     assert backbone.identity()["weights"]["sha256"]
@@ -100,3 +100,13 @@ def test_checkpoint_with_wrong_prefix_fails_clearly(tmp_path):
         tiny_timm(checkpoint=str(tmp_path / "ckpt.pth"), key_map={"module.": ""})
     with pytest.raises(FileNotFoundError, match="missing.pth"):
         tiny_timm(checkpoint=str(tmp_path / "missing.pth"))
+
+
+def test_a_head_that_is_not_dropped_explicitly_is_unexpected(tmp_path):
+    source = timm.create_model("resnet10t", pretrained=False, num_classes=0)
+    state = {f"module.encoder_q.{k}": v for k, v in source.state_dict().items()}
+    state["module.encoder_q.fc.weight"] = torch.zeros(128, 512)
+    torch.save({"state_dict": state}, tmp_path / "moco.pth")
+    with pytest.raises(RuntimeError, match=r"unexpected: \['fc.weight'\].*drop_prefixes"):
+        tiny_timm(checkpoint=str(tmp_path / "moco.pth"), checkpoint_key="state_dict",
+                  key_map={"module.encoder_q.": ""})
