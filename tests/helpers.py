@@ -74,3 +74,24 @@ def fit_context(num_classes: int = 3, multilabel: bool = False, seed: int = 0, c
                       make_trainer=lambda **kw: L.Trainer(
                           accelerator="cpu", logger=False, enable_progress_bar=False, enable_checkpointing=False,
                           enable_model_summary=False, num_sanity_val_steps=0, callbacks=list(callbacks), **kw))
+
+
+def tiny_digits(per_split: int = 40):
+    """Digits cut to ``per_split`` images a split: an image dataset that extracts in a second."""
+    from sealab.data.base import ImageDataset
+    from sealab.data.digits import ArrayImages, Digits
+
+    class TinyDigits(ImageDataset):
+        name, num_classes, class_names = "tiny_digits", 10, [str(d) for d in range(10)]
+
+        def __init__(self):
+            self.digits = Digits()
+
+        def split(self, name):
+            images = self.digits.split(name)
+            return ArrayImages(images.images[:per_split], images.labels[:per_split])
+
+        def identity(self):
+            return {"dataset": self.name, "per_split": per_split}
+
+    return TinyDigits()

@@ -51,6 +51,7 @@ def test_quick_bench_writes_every_field(tmp_path):
     assert set(results["command_seconds"]) == {"grid_command", "separate_commands"}
     assert all(_positive(s) for s in results["command_seconds"].values())
     assert results["floor"]["sea_clean_over_linear"] > 1
+    assert set(results["extraction_seconds_per_1000_images"]) == {"plain_extraction", "sealab_extraction"}
     assert not list(out.parent.glob(".*.tmp"))  # the atomic write left no temp file
     share = results["machine"]["other_processes_cpu_share"]
     assert share is None or 0 <= share <= 1

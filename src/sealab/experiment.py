@@ -154,8 +154,9 @@ def _fit_on_images(method: ImageMethod, dataset: ImageDataset, backbone: Backbon
     result = method.fit_images(dataset.split(cfg.fit_on), None if refit else dataset.split("val"),
                                backbone, ctx)
     fit_seconds = time.perf_counter() - start
+    extraction = {k: v for k, v in cfg.extract.items() if k != "cache_dtype"}  # scores are not cached
     scored = {split: run_model(result.scorer, dataset.split(split), backbone.transform, ctx.device,
-                               **cfg.extract, desc=f"{dataset.name}/{split} scores")
+                               **extraction, desc=f"{dataset.name}/{split} scores")
               for split in (("test",) if refit else ("val", "test"))}
     return Fitted(result.scorer.cpu(), result.selected, {**result.val_metrics, **split_metrics(scored, ctx.task)},
                   fit_seconds)

@@ -17,6 +17,7 @@ from rich.table import Table
 
 from sealab.bench.commands import command_seconds
 from sealab.bench.contention import OtherProcessesShare
+from sealab.bench.extraction import extraction_seconds_per_1000
 from sealab.bench.measure import QUICK, Setup, floor_macs, measure
 from sealab.fileio import atomic_write_json
 from sealab.report import git_sha
@@ -54,6 +55,8 @@ TARGETS = (
     Target("grid_over_single_fits", "sealab_sea_grid", "sealab_sea_single_fits", 0.5),
     # one sealab-train with a grid at least 5x faster than one sealab-train per value
     Target("grid_command_over_separate_commands", "grid_command", "separate_commands", 0.2),
+    # extraction at >= 0.95 of a plain timm + DataLoader loop's images/s
+    Target("extraction_over_plain_loop", "sealab_extraction", "plain_extraction", 1 / 0.95),
 )
 
 
@@ -61,11 +64,12 @@ def _measured(rounds: list[list[float]]) -> list[float]:
     return [s for epochs in rounds for s in epochs[1:]]  # every round's warm-up left out
 
 
-def summarise(setup: Setup, seconds: dict[str, list[list[float]]], commands: dict[str, float], quick: bool,
-              other_share: float | None) -> dict:
+def summarise(setup: Setup, seconds: dict[str, list[list[float]]], commands: dict[str, float],
+              extraction: dict[str, float], quick: bool, other_share: float | None) -> dict:
     per_epoch = {name: statistics.median(_measured(rounds)) for name, rounds in seconds.items()}
     # K single-head fits cost K single-head epochs.
-    timings = {**per_epoch, "sealab_sea_single_fits": setup.grid_size * per_epoch["sealab_sea_clean"], **commands}
+    timings = {**per_epoch, "sealab_sea_single_fits": setup.grid_size * per_epoch["sealab_sea_clean"], **commands,
+               **extraction}
     macs = floor_macs(setup)
     targets = {}
     for t in TARGETS:
@@ -77,6 +81,7 @@ def summarise(setup: Setup, seconds: dict[str, list[list[float]]], commands: dic
         "seconds_per_epoch": per_epoch,
         "epoch_seconds": seconds,
         "command_seconds": commands,
+        "extraction_seconds_per_1000_images": extraction,
         "timings": timings,
         "floor": {"macs_per_step": macs, "sea_clean_over_linear": macs["sea_clean"] / macs["linear"],
                   "sea_over_published": macs["sea_clean"] / macs["published_sea"]},
@@ -106,6 +111,8 @@ def print_results(results: dict, console: Console) -> None:
     for name, seconds in results["command_seconds"].items():
         commands.add_row(name, f"{seconds:.1f}")
     console.print(commands)
+    rates = {name: f"{1000 / s:.0f}" for name, s in results["extraction_seconds_per_1000_images"].items()}
+    console.print(f"extraction images/s (resnet10t, 64 px, CPU, fp32): {rates}")
     floor = results["floor"]
     macs = {name: f"{count / 1e6:.0f}M" for name, count in floor["macs_per_step"].items()}
     console.print(f"multiply-adds of a step: {macs}; floor ratios SeA / linear = "
@@ -137,8 +144,9 @@ def main(argv: list[str] | None = None) -> dict:
     logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)  # no banner per fit
     with OtherProcessesShare() as others:  # the commands below are other processes: timed after
         seconds = measure(setup)
+        extraction = extraction_seconds_per_1000(n=128 if args.quick else 1024, rounds=setup.rounds)
     commands = command_seconds(setup, epochs=2 if args.quick else None)
-    results = summarise(setup, seconds, commands, args.quick, others.share)
+    results = summarise(setup, seconds, commands, extraction, args.quick, others.share)
     console = Console()
     print_results(results, console)
     args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -13,7 +13,7 @@ from torchvision.transforms import v2
 
 from sealab.backbones.base import Backbone
 from sealab.backbones.timm_backbone import TimmBackbone
-from sealab.features.extract import image_loader
+from sealab.features.extract import image_loader, resolve_workers
 from sealab.heads.linear import LinearHead
 from sealab.methods.base import FitContext, FitResult, HeadModule, ImageMethod
 
@@ -75,7 +75,7 @@ class FineTune(ImageMethod):
 
     def __init__(self, name: str, head: Callable[..., LinearHead],
                  optimizer: Callable[..., torch.optim.Optimizer], epochs: int = 50,
-                 steps: int | None = None, batch_size: int = 64, num_workers: int = 0):
+                 steps: int | None = None, batch_size: int = 64, num_workers: int | str = 0):
         super().__init__(name)
         self.head_factory, self.optimizer = head, optimizer
         self.epochs, self.steps, self.batch_size, self.num_workers = epochs, steps, batch_size, num_workers
@@ -89,10 +89,11 @@ class FineTune(ImageMethod):
         head = self.head_factory(in_features=backbone.feature_dim, task=ctx.task)
         module = FineTuneModule(tuned, head, self.optimizer)
         # A last batch of one image would make BatchNorm (in train mode) fail: drop only that one.
-        train_loader = image_loader(train, augmented_transform(backbone), self.batch_size, self.num_workers,
+        workers = resolve_workers(self.num_workers, ctx.device)
+        train_loader = image_loader(train, augmented_transform(backbone), self.batch_size, workers,
                                     shuffle=True, seed=ctx.seed, drop_last=len(train) % self.batch_size == 1)
         val_loader = None if val is None else image_loader(val, backbone.transform, self.batch_size,
-                                                           self.num_workers)
+                                                           workers)
         trainer = ctx.make_trainer(max_epochs=-1 if self.steps else self.epochs, max_steps=self.steps or -1,
                                    limit_val_batches=0 if val is None else 1.0)
         trainer.fit(module, train_dataloaders=train_loader, val_dataloaders=val_loader)
