@@ -49,6 +49,8 @@ def offline_backbone_overrides(path: Path, tmp_path: Path) -> list[str]:
     overrides = [f"backbone={path.stem}"]
     if spec.get("pretrained"):
         overrides.append("backbone.pretrained=false")
+    if "members" in spec.keys() and OmegaConf.is_missing(spec, "members"):  # an ensemble of offline backbones
+        overrides.append("backbone.members=[random_features,resnet10t_random_init]")
     if "checkpoint" in spec.keys() and OmegaConf.is_missing(spec, "checkpoint"):
         import timm
 
@@ -68,8 +70,12 @@ def test_backbone_instantiates_offline(path, tmp_path):
     from PIL import Image
 
     image = Image.new("RGB", (40, 30), color=(120, 30, 200))
+    members = getattr(backbone, "members", None)  # an ensemble: each member preprocesses its own way
     with torch.no_grad():
-        out = backbone(backbone.transform(image).unsqueeze(0))
+        if members is None:
+            out = backbone(backbone.transform(image).unsqueeze(0))
+        else:
+            out = backbone.combine([m(m.transform(image).unsqueeze(0)) for m in members])
     assert out.shape == (1, backbone.feature_dim)
 
 
