@@ -4,34 +4,17 @@
 import pytest
 import timm
 import torch
+from helpers import tiny_digits
 from PIL import Image
 
 from sealab.backbones.random_features import RandomReLUFeatures
 from sealab.backbones.timm_backbone import TimmBackbone
-from sealab.data.base import ImageDataset
-from sealab.data.digits import ArrayImages, Digits
 from sealab.features.extract import extract_features
 from sealab.features.store import load_split_features
 
 
 def tiny_timm(**kw):
     return TimmBackbone("resnet10t", pretrained=False, img_size=32, name="resnet10t_random_init", **kw)
-
-
-class TinyDigits(ImageDataset):
-    """Digits cut to 40 images a split: enough to move BatchNorm statistics if they could move."""
-
-    name, num_classes, class_names = "tiny_digits", 10, [str(d) for d in range(10)]
-
-    def __init__(self):
-        self.digits = Digits()
-
-    def split(self, name):
-        images = self.digits.split(name)
-        return ArrayImages(images.images[:40], images.labels[:40])
-
-    def identity(self):
-        return {"dataset": self.name}
 
 
 def state_snapshot(module):
@@ -44,7 +27,7 @@ def test_extraction_leaves_backbone_weights_and_batchnorm_untouched(tmp_path):
     assert not backbone.training and not any(m.training for m in backbone.modules())
     before = state_snapshot(backbone)
     assert any("running_mean" in k for k in before)
-    features = load_split_features(TinyDigits(), backbone, str(tmp_path / "cache"), torch.device("cpu"), batch_size=16)
+    features = load_split_features(tiny_digits(), backbone, str(tmp_path / "cache"), torch.device("cpu"), batch_size=16)
     after = state_snapshot(backbone)
     assert before.keys() == after.keys()
     for key in before:
@@ -55,7 +38,7 @@ def test_extraction_leaves_backbone_weights_and_batchnorm_untouched(tmp_path):
 
 def test_features_come_in_dataset_order_and_match_a_direct_forward():
     backbone = tiny_timm()
-    dataset = TinyDigits().split("test")
+    dataset = tiny_digits().split("test")
     x, y = extract_features(backbone, dataset, torch.device("cpu"), batch_size=7)
     images = torch.stack([backbone.transform(dataset[i][0]) for i in (0, 5, 39)])
     with torch.no_grad():
