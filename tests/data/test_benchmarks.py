@@ -433,3 +433,17 @@ def test_every_dataset_config_instantiates_a_dataset_of_its_task(path, tmp_path,
     assert isinstance(dataset, DatasetBase)
     assert dataset.task.primary_metric == dataset.primary_metric in dataset.task.metric_names
     assert dataset.describe()["split_sizes"]["test"] > 0
+
+
+def test_imagefolder_test_fraction_too_small_names_its_setting(tmp_path):
+    train = imagefolder(tmp_path / "train", per_class=4)  # 12 images of 3 classes
+    with pytest.raises(ValueError, match=r"dataset 'imagefolder': dataset.test_fraction=0.1 holds out 2 of 12"):
+        load("imagefolder", train.root, "dataset.test_fraction=0.1", output_dir=tmp_path)
+
+
+def test_an_empty_train_list_is_named(tmp_path):
+    fab = caltech101(tmp_path / "caltech101")
+    files = caltech101_split_files(fab, tmp_path / "lists")
+    files["train"].write_text("")
+    with pytest.raises(DatasetNotFoundError, match=r"train\.txt lists no images"):
+        load("caltech101", fab.root, split_files_override(files), output_dir=tmp_path)
