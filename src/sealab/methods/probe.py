@@ -65,7 +65,8 @@ def expand_grid(name: str, components: dict[str, Any], grid: Mapping | None) -> 
             if key not in valid:
                 raise ValueError(f"method.grid key {key!r} is not a hyper-parameter of method={name}: "
                                  f"choose among {valid}")
-            if not OmegaConf.is_list(values) and not isinstance(values, (list, tuple)) or len(values) == 0:
+            is_list = OmegaConf.is_list(values) or isinstance(values, (list, tuple))
+            if not is_list or len(values) == 0:
                 raise ValueError(f"method.grid.{key} must be a non-empty list of values, got {values!r}")
     specs = []
     for combination in itertools.product(*grid.values()):
