@@ -121,6 +121,8 @@ def _fit_and_score(method: Method, train: Features, val: Features | None, test: 
     best = best_on_validation([metrics for _, metrics in heads], f"val/{ctx.task.primary_metric}")
     classifier, metrics = heads[best]
     return Fitted(classifier, result.candidates[best].values, metrics, fit_seconds, grid)
+
+
 def _fit_on_features(method: Method, features: SplitFeatures, cfg: DictConfig, ctx: FitContext) -> Fitted:
     train, val, test = (features.splits[s] for s in ("train", "val", "test"))
     if cfg.fit_on == "train":
