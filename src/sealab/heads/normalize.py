@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
+from sealab.features.ondisk import NpyRows
+
 NORMS = ("l2", "center_l2", "none")
+EPS = 1e-12  # F.normalize's
 
 
 class FeatureNormalizer(nn.Module):
@@ -28,7 +30,20 @@ class FeatureNormalizer(nn.Module):
             train_features.shape[1], dtype=train_features.dtype, device=train_features.device)
         return self
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def fit_rows(self, rows: NpyRows, block_rows: int) -> "FeatureNormalizer":
+        """``fit`` on features left on disk: the mean is accumulated block by block (in float64,
+        so it may differ from ``fit``'s float32 mean in the last bits)."""
+        self.mean = rows.mean(block_rows) if self.mode == "center_l2" else torch.zeros(rows.dim)
+        return self
+
+    def normalize_(self, x: torch.Tensor) -> torch.Tensor:
+        """``forward`` in place on ``x`` (a streamed block: no second copy of it is made)."""
         if self.mode == "none":
             return x
-        return F.normalize(x - self.mean, dim=1)
+        if self.mode == "center_l2":
+            x.sub_(self.mean)
+        # As F.normalize computes it, so streamed and in-memory features are bit-identical.
+        return x.div_(x.norm(dim=1, keepdim=True).clamp_min(EPS))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x if self.mode == "none" else self.normalize_(x.clone())

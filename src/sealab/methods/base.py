@@ -13,6 +13,7 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from sealab.backbones.base import Backbone
+from sealab.features.ondisk import StreamedFeatures
 from sealab.task import Task
 
 Features = tuple[torch.Tensor, torch.Tensor]
@@ -56,13 +57,16 @@ class FitResult:
 class Method(ABC):
     """Fits a scorer on normalised features (n x d). ``val`` is the validation split for model
     selection; it is None when the run refits on train+val. ``name`` is the row label in
-    results tables."""
+    results tables. A method whose ``streams`` is True also accepts a training split left on
+    disk (``StreamedFeatures``, normalised block by block as it is read)."""
+
+    streams = False
 
     def __init__(self, name: str):
         self.name = name
 
     @abstractmethod
-    def fit(self, train: Features, val: Features | None, ctx: FitContext) -> FitResult: ...
+    def fit(self, train: Features | StreamedFeatures, val: Features | None, ctx: FitContext) -> FitResult: ...
 
 
 class ImageMethod(ABC):

@@ -18,6 +18,7 @@ from torch import nn
 
 from sealab.augment.base import FeatureAugmenter, SharedBatch
 from sealab.features.batches import FeatureDataModule
+from sealab.features.ondisk import StreamedFeatures
 from sealab.heads.linear import LinearHead
 from sealab.methods.base import (
     Candidate,
@@ -184,7 +185,15 @@ class LinearProbe(Method):
 
     ``head``, ``optimizer``, ``augmenter`` and ``scheduler`` are config nodes (the method
     config is instantiated with ``_recursive_: false`` so the grid can vary them) or ready
-    objects (a head factory, an optimizer partial, an augmenter)."""
+    objects (a head factory, an optimizer partial, an augmenter).
+
+    The training split may stay on disk (``StreamedFeatures``): it is then read by shuffled
+    blocks (``BlockShuffledBatches``), so resident memory is about
+    ``block_rows x d x (4 + itemsize)`` bytes for the block, 16 bytes per training row for the
+    epoch's order and targets, the validation split, and ``grid_memory_bytes`` for the heads,
+    whatever the number of training rows."""
+
+    streams = True
 
     def __init__(self, name: str, head: Any, optimizer: Any, augmenter: Any = None, scheduler: Any = None,
                  epochs: int = 100, batch_size: int = 256, drop_last: bool = False, grid: Mapping | None = None):
@@ -193,8 +202,8 @@ class LinearProbe(Method):
         self.scheduler = _build(scheduler)
         self.epochs, self.batch_size, self.drop_last = epochs, batch_size, drop_last
 
-    def fit(self, train: Features, val: Features | None, ctx: FitContext) -> FitResult:
-        dim = train[0].shape[1]
+    def fit(self, train: Features | StreamedFeatures, val: Features | None, ctx: FitContext) -> FitResult:
+        dim = (train.shape if isinstance(train, StreamedFeatures) else train[0].shape)[1]
         need, have = grid_memory_bytes(len(self.specs), ctx.task.num_classes, dim), available_memory(ctx.device)
         if have is not None and need > have:
             raise MemoryError(f"method={self.name}: {len(self.specs)} heads of {ctx.task.num_classes} x {dim} "

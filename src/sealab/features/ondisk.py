@@ -1,0 +1,114 @@
+"""A 2-d ``.npy`` feature file read by row blocks with plain file reads.
+
+Not ``np.load(mmap_mode="r")``: the pages of a memory map that training touches count in
+the process's resident memory (RssFile) until the kernel evicts them, so a memmap of
+ImageNet-size features looks, and may be treated by an OOM killer, as if it were loaded.
+``readinto`` copies into a buffer we own; the page cache it goes through is the kernel's.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+from numpy.lib import format as npy_format
+
+STREAMABLE_DTYPES = (np.dtype(np.float16), np.dtype(np.float32))
+
+
+class NpyRows:
+    """Rows of an n x d float16/float32 C-order ``.npy`` file: ``read(start, stop)`` returns
+    rows ``start:stop`` as a NumPy array, nothing else stays in memory."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        if not self.path.is_file():
+            raise FileNotFoundError(f"feature file not found: {self.path}")
+        with self.path.open("rb") as f:
+            try:
+                version = npy_format.read_magic(f)
+                read_header = (npy_format.read_array_header_1_0 if version == (1, 0)
+                               else npy_format.read_array_header_2_0)
+                shape, fortran_order, dtype = read_header(f)
+            except ValueError as err:
+                raise ValueError(f"{self.path} is not a .npy file ({err})") from err
+            self.offset = f.tell()
+        if len(shape) != 2 or fortran_order or dtype not in STREAMABLE_DTYPES:
+            raise ValueError(
+                f"{self.path}: streaming needs a C-order 2-d (n x d) float16 or float32 array, got "
+                f"shape {shape}, dtype {dtype}{', Fortran order' if fortran_order else ''}; rewrite it "
+                "with np.save(path, np.ascontiguousarray(x, dtype=np.float16))")
+        self.shape, self.dtype = (int(shape[0]), int(shape[1])), dtype
+        expected = self.offset + self.shape[0] * self.row_bytes
+        if self.path.stat().st_size < expected:
+            raise ValueError(f"{self.path} is truncated: {self.path.stat().st_size} bytes, "
+                             f"its header promises {expected}")
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    @property
+    def dim(self) -> int:
+        return self.shape[1]
+
+    @property
+    def row_bytes(self) -> int:
+        return self.shape[1] * self.dtype.itemsize
+
+    def read(self, start: int, stop: int) -> np.ndarray:
+        """Rows ``start:stop`` (clipped to the file) in the file's dtype."""
+        start, stop = max(0, start), min(stop, len(self))
+        out = np.empty((max(0, stop - start), self.dim), dtype=self.dtype)
+        view, got = memoryview(out).cast("B"), 0
+        with self.path.open("rb", buffering=0) as f:
+            f.seek(self.offset + start * self.row_bytes)
+            while got < out.nbytes:  # one read() returns at most ~2 GiB on Linux
+                chunk = f.readinto(view[got:])
+                if not chunk:
+                    raise OSError(f"{self.path}: file ended after {got} of {out.nbytes} bytes at row {start}")
+                got += chunk
+        return out
+
+    def blocks(self, block_rows: int):
+        """``(start, rows)`` of consecutive blocks of ``block_rows`` rows, in file order."""
+        for start in range(0, len(self), block_rows):
+            yield start, self.read(start, start + block_rows)
+
+    def mean(self, block_rows: int) -> torch.Tensor:
+        """The column mean, accumulated block by block in float64, as float32."""
+        total = np.zeros(self.dim, dtype=np.float64)
+        for _, rows in self.blocks(block_rows):
+            total += rows.sum(axis=0, dtype=np.float64)
+        return torch.from_numpy(total / max(len(self), 1)).float()
+
+
+class StreamedFeatures:
+    """A training split left on disk: the rows of a ``.npy`` file, their targets in memory,
+    the block size it is read by and the normalisation applied to each block as it is read
+    (``transform``: float32 rows -> float32 rows, allowed to work in place, e.g. a fitted
+    ``FeatureNormalizer.normalize_``)."""
+
+    def __init__(self, rows: NpyRows, targets: torch.Tensor, block_rows: int,
+                 transform: Callable[[torch.Tensor], torch.Tensor] | None = None):
+        if len(rows) != len(targets):
+            raise ValueError(f"{rows.path}: {len(rows)} feature rows but {len(targets)} targets")
+        if block_rows < 1:
+            raise ValueError(f"features.block_rows must be a positive number of rows, got {block_rows}")
+        self.rows, self.targets, self.block_rows, self.transform = rows, targets, block_rows, transform
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return self.rows.shape
+
+    def with_transform(self, transform: Callable[[torch.Tensor], torch.Tensor]) -> "StreamedFeatures":
+        return StreamedFeatures(self.rows, self.targets, self.block_rows, transform)
+
+    def read(self, start: int, stop: int) -> torch.Tensor:
+        """Rows ``start:stop`` as float32, transformed."""
+        x = torch.from_numpy(self.rows.read(start, stop)).float()
+        return self.transform(x) if self.transform is not None else x

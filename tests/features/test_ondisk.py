@@ -1,0 +1,79 @@
+"""Reading a .npy feature file by row blocks: same rows as np.load, bad files named, the
+streamed mean and normalisation equal the in-memory ones."""
+
+import numpy as np
+import pytest
+import torch
+
+from sealab.features.ondisk import NpyRows, StreamedFeatures
+from sealab.heads.normalize import FeatureNormalizer
+
+
+def write(path, array):
+    np.save(path, array)
+    return path
+
+
+@pytest.mark.parametrize("dtype", [np.float16, np.float32])
+def test_blocks_are_the_rows_np_load_gives(tmp_path, dtype):
+    x = np.random.default_rng(0).normal(size=(23, 5)).astype(dtype)
+    rows = NpyRows(write(tmp_path / "f.npy", x))
+    assert rows.shape == (23, 5) and rows.dtype == dtype
+    got = list(rows.blocks(7))
+    assert [start for start, _ in got] == [0, 7, 14, 21]
+    assert [len(block) for _, block in got] == [7, 7, 7, 2]  # the last block is short
+    np.testing.assert_array_equal(np.concatenate([b for _, b in got]), x)
+    np.testing.assert_array_equal(rows.read(20, 100), x[20:])  # clipped to the file
+
+
+def test_mean_is_accumulated_in_float64(tmp_path):
+    x = (np.random.default_rng(1).normal(size=(1000, 4)) + 100).astype(np.float16)
+    rows = NpyRows(write(tmp_path / "f.npy", x))
+    expected = x.astype(np.float64).mean(axis=0)
+    np.testing.assert_allclose(rows.mean(block_rows=64).numpy(), expected, rtol=1e-6)
+
+
+@pytest.mark.parametrize("array, message", [
+    (np.zeros(5, np.float32), "2-d"),
+    (np.zeros((4, 3), np.int64), "float16 or float32"),
+    (np.asfortranarray(np.zeros((4, 3), np.float32)), "Fortran order"),
+])
+def test_unstreamable_arrays_are_named_with_the_fix(tmp_path, array, message):
+    path = write(tmp_path / "bad.npy", array)
+    with pytest.raises(ValueError, match=message) as err:
+        NpyRows(path)
+    assert "bad.npy" in str(err.value) and "np.save" in str(err.value)
+
+
+def test_truncated_and_foreign_files_fail_early(tmp_path):
+    path = write(tmp_path / "f.npy", np.zeros((10, 4), np.float32))
+    path.write_bytes(path.read_bytes()[:-8])
+    with pytest.raises(ValueError, match="truncated"):
+        NpyRows(path)
+    (tmp_path / "x.npy").write_bytes(b"not numpy at all")
+    with pytest.raises(ValueError, match="not a .npy file"):
+        NpyRows(tmp_path / "x.npy")
+    with pytest.raises(FileNotFoundError, match="missing.npy"):
+        NpyRows(tmp_path / "missing.npy")
+
+
+@pytest.mark.parametrize("norm", ["l2", "center_l2", "none"])
+def test_streamed_normalisation_equals_in_memory(tmp_path, norm):
+    x = (np.random.default_rng(2).normal(size=(50, 6)) + 3).astype(np.float16)
+    rows = NpyRows(write(tmp_path / "f.npy", x))
+    in_memory = torch.from_numpy(x).float()
+    fitted = FeatureNormalizer(norm).fit(in_memory)
+    streamed = FeatureNormalizer(norm).fit_rows(rows, block_rows=8)
+    torch.testing.assert_close(streamed.mean, fitted.mean, rtol=1e-6, atol=1e-6)
+    streamed.mean = fitted.mean  # the same mean: then the blocks are bit-identical
+    data = StreamedFeatures(rows, torch.zeros(50), block_rows=8, transform=streamed.normalize_)
+    blocks = torch.cat([data.read(start, start + 8) for start in range(0, 50, 8)])
+    assert torch.equal(blocks, fitted(in_memory))
+
+
+def test_streamed_features_check_their_targets_and_block_size(tmp_path):
+    rows = NpyRows(write(tmp_path / "f.npy", np.zeros((10, 4), np.float16)))
+    with pytest.raises(ValueError, match="10 feature rows but 9 targets"):
+        StreamedFeatures(rows, torch.zeros(9), block_rows=4)
+    with pytest.raises(ValueError, match="features.block_rows"):
+        StreamedFeatures(rows, torch.zeros(10), block_rows=0)
