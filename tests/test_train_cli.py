@@ -65,7 +65,7 @@ def test_multirun_returns_one_table(tmp_path):
     text = summary.read_text()
     assert "| linear (method.epochs=2) |" in text and "| sea (method.epochs=2) |" in text
     assert "digits/random_features" in text.splitlines()[0]
-    assert "Results of the sweep" in proc.stdout
+    assert "Results (primary test metric" in proc.stdout
     assert len(metrics_files(tmp_path / "multirun")) == 2
 
 

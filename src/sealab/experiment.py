@@ -164,8 +164,9 @@ def _fit_on_images(method: ImageMethod, dataset: ImageDataset, backbone: Backbon
                   fit_seconds)
 
 
-def run(cfg: DictConfig) -> dict[str, Any]:
-    """Execute one configured experiment and return its metrics record."""
+def run(cfg: DictConfig, config_hash: str | None = None) -> dict[str, Any]:
+    """Execute one configured experiment and return its metrics record. ``config_hash``
+    (sealab.sweep.resume) is recorded for ``resume=true`` to recognise the result."""
     check_run_config(cfg, _choice("method", cfg))
     device = resolve_device(cfg.device)
     if cfg.num_threads:
@@ -222,6 +223,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         "cache_hit": features.cache_hit,
         "git_sha": git_sha(),
         "config": OmegaConf.to_container(cfg, resolve=True),
+        "config_hash": config_hash,
     }
     path = write_metrics(run_dir, record)
     print_metrics(record)

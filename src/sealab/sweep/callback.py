@@ -1,26 +1,53 @@
-"""Hydra callback: after a multirun, print and store the one results table."""
+"""Hydra callback: every job leaves a record (metrics.json, or failed.json with its error), and
+every multirun ends with the results table, whatever failed."""
 
 from __future__ import annotations
 
+import atexit
 import logging
+from pathlib import Path
 from typing import Any
 
+from hydra.core.utils import JobReturn, JobStatus
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
+
+from sealab.sweep.outcome import FAILED, write_failure
 
 log = logging.getLogger(__name__)
 
 
 class SweepSummary(Callback):
+    def __init__(self) -> None:
+        self._sweep_dir: str | None = None  # set while a multirun's summary is still to be written
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        # Hydra's basic sweeper re-raises a failed job's error after the batch and never calls
+        # on_multirun_end; the exit hook then writes the summary (the exit status stays non-zero).
+        self._sweep_dir = str(config.hydra.sweep.dir)
+        atexit.register(self._summarize)
+
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        self._summarize()
+        atexit.unregister(self._summarize)
+
+    def on_job_end(self, config: DictConfig, job_return: JobReturn, **kwargs: Any) -> None:
+        run_dir = Path(config.hydra.runtime.output_dir)
+        if job_return.status == JobStatus.FAILED:
+            # The error itself (the public return_value re-raises it and prints a second report).
+            write_failure(run_dir, job_return._return_value, config)
+        else:  # a re-run (resume=true) that succeeded: the earlier failure is history
+            (run_dir / FAILED).unlink(missing_ok=True)
+
+    def _summarize(self) -> None:
+        if self._sweep_dir is None:
+            return
+        root, self._sweep_dir = self._sweep_dir, None
         # Imported here: Hydra instantiates this callback before every run and sweep, and
         # the summary pulls in pandas, which only the end of a multirun needs.
-        from sealab.sweep.summary import summarize
+        from sealab.sweep.summary import main
 
-        root = config.hydra.sweep.dir
         try:
-            _, markdown = summarize(root)
-        except FileNotFoundError as err:  # every job failed: nothing to summarise
+            main([root])
+        except FileNotFoundError as err:  # no job got as far as leaving a record
             log.warning("%s", err)
-            return
-        print(f"\nResults of the sweep (primary test metric, %), also in {root}/summary.md:\n{markdown}")

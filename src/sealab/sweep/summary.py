@@ -1,6 +1,7 @@
-"""Collect the metrics.json files of a sweep into one table (CSV + Markdown).
+"""Collect the records of one or more sweeps into one table (CSV + Markdown), failed and
+unfinished jobs included.
 
-``sealab-summary multirun/2026-11-25/12-00-00-000000`` (or any folder above run dirs).
+``sealab-summary multirun/2026-11-25/12-00-00-000000 [DIR ...]`` (or any folders above run dirs).
 """
 
 from __future__ import annotations
@@ -8,31 +9,17 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
+from typing import Iterable
 
 import pandas as pd
+from omegaconf import OmegaConf
 
 from sealab.fileio import atomic_write_bytes
+from sealab.sweep.outcome import FAILED, METRICS, RESUMED, job_identity
+from sealab.sweep.overrides import override_value, variant
 
 KEYS = ["dataset", "backbone", "method", "seed"]
-# Overrides that name a table cell already, or do not change results.
-NOT_A_VARIANT = ("dataset=", "backbone=", "method=", "seed=", "trainer.enable_progress_bar=", "method.grid=",
-                 "experiment=", "hparams_search=", "num_threads=", "debug=",
-                 "logger=", "paths.", "hydra.", "extract.")
-
-
-def variant(overrides: list[str], exclude: tuple[str, ...] = ()) -> str:
-    """What else the run changed (e.g. ``method.augmenter.eta=0.3``): part of its row label.
-    Overrides of the keys in ``exclude`` are left out (they label columns instead)."""
-    skip = NOT_A_VARIANT + tuple(f"{key}=" for key in exclude)
-    return ", ".join(o for o in overrides if not o.lstrip("+~").startswith(skip))
-
-
-def override_value(overrides: list[str], key: str) -> str | None:
-    for override in overrides:
-        name, _, value = override.lstrip("+~").partition("=")
-        if name == key:
-            return value
-    return None
+Roots = Iterable[str | Path]
 
 
 def _row(record: dict, path: Path, variant_overrides: list[str], metrics: dict[str, float]) -> dict:
@@ -47,12 +34,18 @@ def _row(record: dict, path: Path, variant_overrides: list[str], metrics: dict[s
     return row
 
 
-def collect(root: str | Path) -> pd.DataFrame:
-    """One row per run, or per head of a run's grid (a variant like any other, labelled with the
-    override that would train it alone): its identifying keys, every metric, timings and
-    primary metric."""
+def _records(roots: Roots, name: str) -> list[Path]:
+    return sorted(path for root in roots for path in Path(root).rglob(name))
+
+
+def collect(*roots: str | Path) -> pd.DataFrame:
+    """One row per finished run, or per head of a run's grid (a variant like any other, labelled
+    with the override that would train it alone): its identifying keys, every metric, timings
+    and primary metric. A run whose latest attempt failed is left to ``failures``."""
     rows = []
-    for path in sorted(Path(root).rglob("metrics.json")):
+    for path in _records(roots, METRICS):
+        if (path.parent / FAILED).exists():
+            continue
         record = json.loads(path.read_text())
         overrides = record.get("overrides", [])
         if not record.get("grid"):
@@ -61,8 +54,25 @@ def collect(root: str | Path) -> pd.DataFrame:
             values = [f"method.{key}={value}" for key, value in head["values"].items()]
             rows.append(_row(record, path, overrides + values, head["metrics"]))
     if not rows:
-        raise FileNotFoundError(f"no metrics.json below {root}: is this a sealab run or sweep folder?")
+        raise FileNotFoundError(f"no metrics.json below {', '.join(map(str, roots))}: "
+                                "is this a sealab run or sweep folder?")
     return pd.DataFrame(rows)
+
+
+def failures(*roots: str | Path) -> pd.DataFrame:
+    """One row per job that left no result: failed (failed.json: its error's last line) or
+    unfinished (Hydra started it, nothing else: still running, or killed)."""
+    rows = []
+    for path in _records(roots, FAILED):
+        rows.append({**json.loads(path.read_text()), "status": "failed", "run_dir": str(path.parent)})
+    for hydra_dir in _records(roots, ".hydra"):
+        run_dir = hydra_dir.parent
+        if not any((run_dir / name).exists() for name in (METRICS, FAILED, RESUMED)):
+            config = OmegaConf.merge(OmegaConf.load(hydra_dir / "config.yaml"), OmegaConf.load(hydra_dir / "hydra.yaml"))
+            rows.append({**job_identity(config), "error": "no result: still running, or killed",
+                         "status": "unfinished", "run_dir": str(run_dir)})
+    columns = [*KEYS, "overrides", "status", "error", "run_dir"]
+    return pd.DataFrame(rows, columns=columns).assign(variant=lambda f: [variant(o) for o in f["overrides"]])
 
 
 def results_table(runs: pd.DataFrame, columns_by: tuple[str, ...] = ()) -> pd.DataFrame:
@@ -114,33 +124,60 @@ def to_markdown(table: pd.DataFrame) -> str:
     return "\n".join(lines) + "\n"
 
 
-def summarize(root: str | Path, select: bool = False,
+def failures_markdown(failed: pd.DataFrame) -> str:
+    lines = ["| run | overrides | error |", "|---|---|---|"]
+    for row in failed.itertuples():
+        lines.append(f"| {Path(row.run_dir).name} | {' '.join(row.overrides)} | {row.error.replace('|', '/')} |")
+    return "\n".join(lines) + "\n"
+
+
+def summarize(roots: str | Path | Roots, out: str | Path | None = None, select: bool = False,
               columns_by: tuple[str, ...] = ()) -> tuple[pd.DataFrame, str]:
-    """Write ``runs.csv`` and ``summary.md`` into ``root``; return the table and its Markdown.
+    """Write ``runs.csv`` (every row, failures with their error) and ``summary.md`` into ``out``
+    (default: the one root); return the table and its Markdown.
 
     ``select``: one row per method, its variant chosen on validation (see select_on_validation);
     otherwise ``columns_by`` override keys become columns (see results_table).
     """
-    root = Path(root)
-    runs = collect(root)
-    table = select_on_validation(runs) if select else results_table(runs, columns_by)
-    markdown = to_markdown(table)
-    atomic_write_bytes(root / "runs.csv", lambda p: runs.to_csv(p, index=False))
-    atomic_write_bytes(root / "summary.md", lambda p: p.write_text(markdown))
+    roots = [Path(roots)] if isinstance(roots, (str, Path)) else [Path(r) for r in roots]
+    out = Path(out) if out is not None else roots[0]
+    failed = failures(*roots)
+    try:
+        runs = collect(*roots).assign(status="ok")
+    except FileNotFoundError:
+        if failed.empty:
+            raise
+        runs = pd.DataFrame(columns=[*KEYS, "overrides", "variant", "status"])
+    table = pd.DataFrame()
+    if len(runs):
+        table = select_on_validation(runs) if select else results_table(runs, columns_by)
+    markdown = to_markdown(table) if len(runs) else "No job finished.\n"
+    if len(failed):
+        markdown += f"\n{len(failed)} job(s) without a result:\n\n" + failures_markdown(failed)
+    out.mkdir(parents=True, exist_ok=True)
+    every_row = pd.concat([frame for frame in (runs, failed) if len(frame)], ignore_index=True)
+    atomic_write_bytes(out / "runs.csv", lambda p: every_row.to_csv(p, index=False))
+    atomic_write_bytes(out / "summary.md", lambda p: p.write_text(markdown))
     return table, markdown
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("root", help="sweep folder (or any folder above sealab run dirs)")
+    parser.add_argument("roots", nargs="+", metavar="DIR",
+                        help="sweep folders (or any folders above sealab run dirs), merged into one table")
+    parser.add_argument("--out", metavar="DIR",
+                        help="where runs.csv and summary.md go (default: the one DIR; required with several)")
     parser.add_argument("--select", action="store_true",
                         help="one row per method: the variant with the best validation score")
     parser.add_argument("--columns-by", nargs="+", default=(), metavar="KEY",
                         help="override keys whose values become columns, e.g. norm")
     args = parser.parse_args(argv)
-    _, markdown = summarize(args.root, select=args.select, columns_by=tuple(args.columns_by))
+    if len(args.roots) > 1 and args.out is None:
+        parser.error("several DIRs are merged into one table: name its folder with --out DIR")
+    out = Path(args.out or args.roots[0])
+    _, markdown = summarize(args.roots, out, select=args.select, columns_by=tuple(args.columns_by))
+    print(f"\nResults (primary test metric, %), also in {out / 'summary.md'}; every row in {out / 'runs.csv'}:")
     print(markdown, end="")
-    print(f"(primary test metric in %; rows written to {Path(args.root) / 'runs.csv'})")
 
 
 if __name__ == "__main__":
