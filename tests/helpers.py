@@ -66,14 +66,19 @@ def make_batch(b=12, d=16, c=5, seed=0, dtype=torch.float64):
     return x, y, head
 
 
-def fit_context(num_classes: int = 3, multilabel: bool = False, seed: int = 0, callbacks=()) -> FitContext:
-    """What a run hands a method, on the CPU, with a quiet trainer."""
+def fit_context(num_classes: int = 3, multilabel: bool = False, seed: int = 0, callbacks=(),
+                run_dir: Path | None = None) -> FitContext:
+    """What a run hands a method, on the CPU, with a quiet trainer (what the method passes wins,
+    its callbacks join ``callbacks``)."""
     import lightning as L
 
+    def make_trainer(**kw):
+        quiet = dict(accelerator="cpu", logger=False, enable_progress_bar=False, enable_checkpointing=False,
+                     enable_model_summary=False, num_sanity_val_steps=0)
+        return L.Trainer(**{**quiet, **kw, "callbacks": [*callbacks, *kw.get("callbacks", [])]})
+
     return FitContext(task=make_task(num_classes, multilabel), seed=seed, device=torch.device("cpu"),
-                      make_trainer=lambda **kw: L.Trainer(
-                          accelerator="cpu", logger=False, enable_progress_bar=False, enable_checkpointing=False,
-                          enable_model_summary=False, num_sanity_val_steps=0, callbacks=list(callbacks), **kw))
+                      make_trainer=make_trainer, run_dir=run_dir)
 
 
 def tiny_digits(per_split: int = 40):

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Callable
 
 import lightning as L
@@ -23,12 +24,14 @@ Features = tuple[torch.Tensor, torch.Tensor]
 class FitContext:
     """What every method may need beyond the data: the task, the run's seed, the one device
     the run places tensors on, and a factory for Lightning trainers set up for that device
-    (the method passes what it owns, e.g. ``max_epochs``)."""
+    (the method passes what it owns, e.g. ``max_epochs``). ``run_dir``: where a method may keep
+    what a killed job needs to continue (training on images: checkpoints); None: nowhere."""
 
     task: Task
     seed: int
     device: torch.device
     make_trainer: Callable[..., L.Trainer]
+    run_dir: Path | None = None
 
 
 @dataclass

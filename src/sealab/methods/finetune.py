@@ -1,100 +1,68 @@
-"""Full fine-tuning: the backbone and a new linear head trained together on augmented images."""
+"""Full fine-tuning: the backbone (a copy) and a new linear head trained together on augmented images."""
 
 from __future__ import annotations
 
 import copy
-from collections import OrderedDict
-from typing import Callable
+from typing import Any, Callable
 
 import torch
 from torch import nn
 from torch.utils.data import Dataset
-from torchvision.transforms import v2
 
 from sealab.backbones.base import Backbone
 from sealab.backbones.timm_backbone import TimmBackbone
-from sealab.features.extract import image_loader, resolve_workers
 from sealab.heads.linear import LinearHead
-from sealab.methods.base import FitContext, FitResult, HeadModule, ImageMethod
+from sealab.methods.base import FitContext
+from sealab.methods.image_training import ImageModule, ImageTraining
 
 
-def augmented_transform(backbone: TimmBackbone) -> v2.Compose:
-    """The protocol's training augmentation: random-resized crop and horizontal flip at the
-    backbone's input size, normalised with the model's own mean/std."""
-    config = backbone.data_config
-    return v2.Compose([
-        v2.PILToTensor(),
-        v2.RGB(),
-        v2.RandomResizedCrop(backbone.img_size, interpolation=v2.InterpolationMode(config["interpolation"]),
-                             antialias=True),
-        v2.RandomHorizontalFlip(),
-        v2.ToDtype(torch.float32, scale=True),
-        v2.Normalize(mean=list(config["mean"]), std=list(config["std"])),
-    ])
+def layer_decay_groups(model: nn.Module, lr: float, weight_decay: float, decay: float) -> list[dict[str, Any]]:
+    """Param groups with layer-wise lr decay (BEiT/MAE), from timm's layer assignment: in a ViT
+    the patch/pos embeddings are layer 0, block i layer i + 1 and the final norm shares the
+    last block's layer. The head, kept outside the model, is the top layer, so a layer l of
+    a depth-D ViT gets ``lr * decay ** (D + 1 - l)``: block i (from 0) ``lr * decay ** (D - i)``.
+    As in those recipes, biases, norms and the model's ``no_weight_decay()`` (position
+    embedding, class token) get no weight decay."""
+    # Imported here, after sealab's own timm import (which keeps wandb out).
+    from timm.optim import param_groups_layer_decay
+
+    groups = param_groups_layer_decay(
+        model, weight_decay=weight_decay, layer_decay=decay,
+        no_weight_decay_list=tuple(getattr(model, "no_weight_decay", set)()))
+    return [{"params": g["params"], "weight_decay": g["weight_decay"], "lr": lr * g["lr_scale"] * decay}
+            for g in groups]
 
 
-class FineTuneModule(HeadModule):
-    """Trains every weight of ``backbone`` and ``head``; the learning rate follows a cosine
-    from its initial value to 0 over all optimiser steps of the run."""
-
-    def __init__(self, backbone: Backbone, head: LinearHead, optimizer: Callable[..., torch.optim.Optimizer]):
-        super().__init__([head])
-        if not any(p.requires_grad for p in backbone.parameters()):
-            raise ValueError(f"backbone {backbone.name} has no trainable weights: unfreeze() it first")
-        self.backbone, self.optimizer_factory = backbone, optimizer
-
-    @property
-    def head(self) -> LinearHead:
-        return self.heads[0]
-
-    def head_scores(self, images: torch.Tensor) -> torch.Tensor:
-        return self.head(self.backbone(images)).unsqueeze(1)
-
-    def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
-        images, y = batch
-        loss = self.head.loss(self.head(self.backbone(images)), y)
-        self.log("train/loss", loss, on_step=False, on_epoch=True, batch_size=len(y))
-        return loss
-
-    def configure_optimizers(self):
-        optimizer = self.optimizer_factory(self.parameters())
-        # Stepped every batch, as the reference does: the decay ends at 0 however short the run.
-        cosine = torch.optim.lr_scheduler.CosineAnnealingLR(
-            optimizer, T_max=max(1, int(self.trainer.estimated_stepping_batches)))
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": cosine, "interval": "step"}}
-
-
-class FineTune(ImageMethod):
+class FineTune(ImageTraining):
     """``method=finetune``: the transfer benchmark's full fine-tuning baseline.
 
     A copy of the backbone is unfrozen (BatchNorm uses batch statistics while training) and
-    trained with a new ``head`` on random-resized-crop + flip augmented images; the configured
-    backbone itself stays frozen and unchanged. ``steps``, when set, replaces ``epochs``
-    (the reference trains 5000 steps of batch 64).
+    trained with a new ``head`` on random-resized-crop + flip augmented images, every learning
+    rate on a cosine to 0; the configured backbone itself stays frozen and unchanged.
+    ``optimizer.lr`` is the backbone's learning rate, ``head_lr`` the head's (null: the same);
+    ``layer_decay`` (e.g. 0.65 for a ViT-B) scales the backbone's per layer, see
+    ``layer_decay_groups``. Checkpoints, resume, precision, accumulation: ``ImageTraining``.
     """
 
     def __init__(self, name: str, head: Callable[..., LinearHead],
-                 optimizer: Callable[..., torch.optim.Optimizer], epochs: int = 50,
-                 steps: int | None = None, batch_size: int = 64, num_workers: int | str = 0):
-        super().__init__(name)
-        self.head_factory, self.optimizer = head, optimizer
-        self.epochs, self.steps, self.batch_size, self.num_workers = epochs, steps, batch_size, num_workers
+                 optimizer: Callable[..., torch.optim.Optimizer], head_lr: float | None = None,
+                 layer_decay: float | None = None, **training: Any):
+        super().__init__(name, head, optimizer, **training)
+        if layer_decay is not None and not 0 < layer_decay <= 1:
+            raise ValueError(f"method.layer_decay={layer_decay}: use a value in (0, 1], or null for none")
+        self.head_lr, self.layer_decay = head_lr, layer_decay
 
-    def fit_images(self, train: Dataset, val: Dataset | None, backbone: Backbone,
-                   ctx: FitContext) -> FitResult:
+    def build(self, train: Dataset, backbone: Backbone, ctx: FitContext) -> ImageModule:
         if not isinstance(backbone, TimmBackbone):
             raise TypeError(f"method={self.name} fine-tunes a timm model, but backbone {backbone.name} is a "
                             f"{type(backbone).__name__}: choose e.g. backbone=resnet10t_random_init or resnet50")
+        settings = getattr(self.optimizer, "keywords", {})
+        if "lr" not in settings:
+            raise ValueError(f"method={self.name}: set method.optimizer.lr (the backbone's learning rate)")
+        lr = settings["lr"]
         tuned = copy.deepcopy(backbone).unfreeze()
         head = self.head_factory(in_features=backbone.feature_dim, task=ctx.task)
-        module = FineTuneModule(tuned, head, self.optimizer)
-        # A last batch of one image would make BatchNorm (in train mode) fail: drop only that one.
-        workers = resolve_workers(self.num_workers, ctx.device)
-        train_loader = image_loader(train, augmented_transform(backbone), self.batch_size, workers,
-                                    shuffle=True, seed=ctx.seed, drop_last=len(train) % self.batch_size == 1)
-        val_loader = None if val is None else image_loader(val, backbone.transform, self.batch_size,
-                                                           workers)
-        trainer = ctx.make_trainer(max_epochs=-1 if self.steps else self.epochs, max_steps=self.steps or -1,
-                                   limit_val_batches=0 if val is None else 1.0)
-        trainer.fit(module, train_dataloaders=train_loader, val_dataloaders=val_loader)
-        return FitResult(nn.Sequential(OrderedDict(backbone=tuned.freeze(), head=head)).cpu().eval())
+        groups = ([{"params": list(tuned.parameters())}] if self.layer_decay is None else
+                  layer_decay_groups(tuned.model, lr, settings.get("weight_decay", 0.0), self.layer_decay))
+        groups.append({"params": list(head.parameters()), "lr": lr if self.head_lr is None else self.head_lr})
+        return ImageModule(tuned, nn.Identity(), head, self.optimizer, groups, cosine=True)

@@ -1,0 +1,44 @@
+"""Linear probing with augmentation: the probe's head trained on images through the frozen backbone."""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import torch
+from torch.utils.data import Dataset
+
+from sealab.backbones.base import Backbone
+from sealab.features.extract import run_model
+from sealab.heads.linear import LinearHead
+from sealab.heads.normalize import FeatureNormalizer
+from sealab.methods.base import FitContext
+from sealab.methods.image_training import ImageModule, ImageTraining
+
+
+class LinearAug(ImageTraining):
+    """``method=linear_aug``: the conventional linear probe with random-resized-crop + flip,
+    against which SeA's feature-space augmentation is compared. The backbone stays frozen (eval
+    mode, no gradients; it is neither copied nor changed); every batch is augmented, passed
+    through it, normalised with the run's ``norm`` and scored by a bias-free linear head
+    trained with the probe's head and optimiser settings (``scheduler: cosine`` optional).
+    Checkpoints, resume, precision, accumulation: ``ImageTraining``.
+    """
+
+    def __init__(self, name: str, head: Callable[..., LinearHead],
+                 optimizer: Callable[..., torch.optim.Optimizer], norm: str = "l2",
+                 scheduler: str | None = None, **training: Any):
+        super().__init__(name, head, optimizer, **training)
+        if scheduler not in (None, "cosine"):
+            raise ValueError(f"method.scheduler={scheduler!r}: use null (constant lr, as the probe) or cosine")
+        self.normalizer = FeatureNormalizer(norm)  # checks the name now, before any training
+        self.cosine = scheduler == "cosine"
+
+    def build(self, train: Dataset, backbone: Backbone, ctx: FitContext) -> ImageModule:
+        if not backbone.frozen:
+            raise ValueError(f"method={self.name} probes a frozen backbone, but {backbone.name} was unfrozen")
+        # center_l2 subtracts the mean feature of the un-augmented training images.
+        features = (run_model(backbone, train, backbone.transform, ctx.device)[0]
+                    if self.normalizer.mode == "center_l2" else torch.zeros(1, backbone.feature_dim))
+        head = self.head_factory(in_features=backbone.feature_dim, task=ctx.task)
+        return ImageModule(backbone, self.normalizer.fit(features), head, self.optimizer,
+                           [{"params": list(head.parameters())}], cosine=self.cosine)
