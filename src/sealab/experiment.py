@@ -19,19 +19,27 @@ from lightning.pytorch.loggers import Logger
 from omegaconf import DictConfig, OmegaConf, open_dict
 from torch import nn
 
+from sealab.augment.sea import NUMERICS
 from sealab.backbones.base import Backbone
-from sealab.checks import check_run_config
+from sealab.checks import check_run_config, one_of
 from sealab.data.base import DatasetBase, ImageDataset, PrecomputedFeatures
 from sealab.device import resolve_device, trainer_placement
-from sealab.features.extract import run_model
-from sealab.features.store import SplitFeatures, load_split_features
+from sealab.features.extract import PRECISIONS, run_model
+from sealab.features.store import CACHE_DTYPES, SplitFeatures, load_split_features
 from sealab.fileio import atomic_write_bytes, atomic_write_json
-from sealab.heads.normalize import FeatureNormalizer
+from sealab.heads.normalize import NORMS, FeatureNormalizer
 from sealab.methods.base import Features, FitContext, ImageMethod, Method
+from sealab.methods.logreg import DTYPES
 from sealab.report import git_sha, print_metrics, write_metrics
 from sealab.task import Task
 
 log = logging.getLogger(__name__)
+
+# Config choices defined by the modules that use them (checks.py sits below those and cannot
+# import them); checked with the rest of the config before any data is read.
+CHOICE_RULES = {"norm": one_of(*NORMS), "extract.precision": one_of(*PRECISIONS),
+                "extract.cache_dtype": one_of(*CACHE_DTYPES), "method.augmenter.mode": one_of(*NUMERICS),
+                "method.dtype": one_of(*DTYPES)}
 
 
 def _task_overrides() -> list[str]:
@@ -167,7 +175,7 @@ def _fit_on_images(method: ImageMethod, dataset: ImageDataset, backbone: Backbon
 def run(cfg: DictConfig, config_hash: str | None = None) -> dict[str, Any]:
     """Execute one configured experiment and return its metrics record. ``config_hash``
     (sealab.sweep.resume) is recorded for ``resume=true`` to recognise the result."""
-    check_run_config(cfg, _choice("method", cfg))
+    check_run_config(cfg, _choice("method", cfg), CHOICE_RULES)
     device = resolve_device(cfg.device)
     if cfg.num_threads:
         torch.set_num_threads(cfg.num_threads)
@@ -175,10 +183,11 @@ def run(cfg: DictConfig, config_hash: str | None = None) -> dict[str, Any]:
     run_dir.mkdir(parents=True, exist_ok=True)
     L.seed_everything(cfg.seed, workers=True, verbose=False)
 
+    # The method first: its components check their settings before any data is read.
+    method: Method | ImageMethod = instantiate(cfg.method)
     # Data
     dataset: DatasetBase = instantiate(cfg.dataset)
     precomputed = isinstance(dataset, PrecomputedFeatures)
-    method: Method | ImageMethod = instantiate(cfg.method)
     on_images = isinstance(method, ImageMethod)
     if on_images and precomputed:
         raise ValueError(f"method={method.name} trains the backbone on images, but dataset "
