@@ -8,13 +8,13 @@ import pytest
 
 SRC = Path(__file__).resolve().parents[1] / "src" / "sealab"
 LAYERS = [
-    {"metrics", "task", "fileio", "device", "checks"},
+    {"metrics", "task", "fileio", "device", "checks", "job"},
     {"data"},
     {"backbones"},
     {"features"},
     {"heads", "augment"},
     {"methods"},
-    {"experiment", "report"},
+    {"experiment", "report", "loggers"},
     {"sweep", "train", "bench"},
 ]
 

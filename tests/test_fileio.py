@@ -25,7 +25,8 @@ def test_written_files_follow_the_umask(mask, mode, tmp_path, umask):
     umask(mask)
     atomic_write_json(tmp_path / "metrics.json", {"a": 1})
     FeatureCache(tmp_path / "cache").store("key", (torch.zeros(2, 3), torch.zeros(2)), {})
-    for path in (tmp_path / "metrics.json", tmp_path / "cache/key/features.pt", tmp_path / "cache/key/meta.json"):
+    for path in (tmp_path / "metrics.json", tmp_path / "cache/key/features.npy", tmp_path / "cache/key/labels.npy",
+                 tmp_path / "cache/key/meta.json"):
         assert stat.S_IMODE(path.stat().st_mode) == mode, path
 
 

@@ -6,72 +6,31 @@ from __future__ import annotations
 import copy
 import logging
 import time
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import lightning as L
 import torch
-from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
-from lightning.pytorch.loggers import Logger
 from omegaconf import DictConfig, OmegaConf, open_dict
 from torch import nn
 
-from sealab.augment.sea import NUMERICS
 from sealab.backbones.base import Backbone
-from sealab.checks import check_run_config, one_of
+from sealab.checks import check_run_config
 from sealab.data.base import DatasetBase, ImageDataset, PrecomputedFeatures
 from sealab.device import resolve_device, trainer_placement
-from sealab.features.extract import PRECISIONS, run_model
-from sealab.features.store import CACHE_DTYPES, SplitFeatures, load_split_features
+from sealab.features.extract import run_model
+from sealab.features.store import SplitFeatures, load_split_features
 from sealab.fileio import atomic_write_bytes, atomic_write_json
-from sealab.heads.normalize import NORMS, FeatureNormalizer
+from sealab.heads.normalize import FeatureNormalizer
+from sealab.job import choice, task_overrides
+from sealab.loggers import log_results, run_logger
 from sealab.methods.base import Features, FitContext, ImageMethod, Method
-from sealab.methods.logreg import DTYPES
 from sealab.report import git_sha, print_metrics, write_metrics
 from sealab.task import Task
 
 log = logging.getLogger(__name__)
-
-# Config choices defined by the modules that use them (checks.py sits below those and cannot
-# import them); checked with the rest of the config before any data is read.
-CHOICE_RULES = {"norm": one_of(*NORMS), "extract.precision": one_of(*PRECISIONS),
-                "extract.cache_dtype": one_of(*CACHE_DTYPES), "method.augmenter.mode": one_of(*NUMERICS),
-                "method.dtype": one_of(*DTYPES)}
-
-
-def _task_overrides() -> list[str]:
-    """The command-line overrides of this job (a sweep job's own values included)."""
-    return list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []
-
-
-def _choice(group: str, cfg: DictConfig) -> str:
-    """The config-group option picked for this run (e.g. ``sea`` for method)."""
-    if HydraConfig.initialized():
-        choice = HydraConfig.get().runtime.choices.get(group)
-        if choice:
-            return str(choice)
-    return str(cfg[group].get("_target_", "?")).rsplit(".", 1)[-1]
-
-
-@contextmanager
-def run_logger(cfg: DictConfig) -> Iterator[Logger | None]:
-    """The configured Lightning logger (None with ``~logger``), closed whatever is raised."""
-    logger = instantiate(cfg.logger) if cfg.get("logger") else None
-    succeeded = False
-    try:
-        if logger:
-            logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
-        yield logger
-        succeeded = True
-    finally:
-        if logger:
-            logger.finalize("success" if succeeded else "failed")
-            finish = getattr(logger.experiment, "finish", None)  # a wandb run ends here, not at exit
-            if finish:
-                finish(exit_code=0 if succeeded else 1)
 
 
 @torch.no_grad()
@@ -175,7 +134,7 @@ def _fit_on_images(method: ImageMethod, dataset: ImageDataset, backbone: Backbon
 def run(cfg: DictConfig, config_hash: str | None = None) -> dict[str, Any]:
     """Execute one configured experiment and return its metrics record. ``config_hash``
     (sealab.sweep.resume) is recorded for ``resume=true`` to recognise the result."""
-    check_run_config(cfg, _choice("method", cfg), CHOICE_RULES)
+    check_run_config(cfg, choice("method", cfg))
     device = resolve_device(cfg.device)
     if cfg.num_threads:
         torch.set_num_threads(cfg.num_threads)
@@ -183,11 +142,10 @@ def run(cfg: DictConfig, config_hash: str | None = None) -> dict[str, Any]:
     run_dir.mkdir(parents=True, exist_ok=True)
     L.seed_everything(cfg.seed, workers=True, verbose=False)
 
-    # The method first: its components check their settings before any data is read.
-    method: Method | ImageMethod = instantiate(cfg.method)
     # Data
     dataset: DatasetBase = instantiate(cfg.dataset)
     precomputed = isinstance(dataset, PrecomputedFeatures)
+    method: Method | ImageMethod = instantiate(cfg.method)
     on_images = isinstance(method, ImageMethod)
     if on_images and precomputed:
         raise ValueError(f"method={method.name} trains the backbone on images, but dataset "
@@ -208,17 +166,20 @@ def run(cfg: DictConfig, config_hash: str | None = None) -> dict[str, Any]:
         fitted = (_fit_on_images(method, dataset, backbone, cfg, ctx) if on_images
                   else _fit_on_features(method, features, cfg, ctx))
         if logger:
-            logger.log_metrics(fitted.metrics)
+            log_results(logger, fitted.metrics, {"primary_metric": f"test/{dataset.primary_metric}",
+                                                 "fit_seconds": fitted.fit_seconds,
+                                                 "extract_seconds": features.extract_seconds,
+                                                 "cache_hit": features.cache_hit})
 
     # Record
     if cfg.save_classifier:
         atomic_write_bytes(run_dir / "classifier.pt", lambda p: torch.save(fitted.classifier.state_dict(), p))
     record = {
         "dataset": dataset.name,
-        "backbone": dataset.backbone if precomputed else _choice("backbone", cfg),
+        "backbone": dataset.backbone if precomputed else choice("backbone", cfg),
         "method": method.name,
         "seed": cfg.seed,
-        "overrides": _task_overrides(),
+        "overrides": task_overrides(),
         "norm": cfg.norm,
         "fit_on": cfg.fit_on,
         "device": str(device),

@@ -1,25 +1,68 @@
-"""The feature cache: keyed, verified, atomic, one writer per key."""
+"""The feature cache: keyed, verified, atomic, one writer per key; .npy entries a streaming
+reader can open; waits that say who holds the lock; a read-only cache directory."""
 
 import json
+import logging
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
 import threading
+from contextlib import contextmanager
+from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
-from sealab.features.cache import FeatureCache, cache_key
+from sealab.features.cache import CacheEntry, DamagedEntry, FeatureCache, cache_key
+from sealab.features.shards import PartialEntry
 
 
-def features(n=20, d=4):
-    return torch.randn(n, d), torch.arange(n) % 3
+def features(n=20, d=4, dtype=torch.float32):
+    return torch.randn(n, d).to(dtype), torch.arange(n) % 3
 
 
-def test_store_then_load_round_trips(tmp_path):
+def filler(made, calls=None):
+    """A ``compute`` that writes ``made`` into the partial entry, counting its calls."""
+    def compute(partial: PartialEntry):
+        if calls is not None:
+            calls.append(1)
+        partial.extend([made])
+    return compute
+
+
+def get(cache, identity, compute, n=20, dtype="float32", verify=False):
+    return cache.get_or_compute(identity, compute, n, dtype, shard_rows=8, verify=verify)
+
+
+def test_store_then_load_round_trips_through_plain_npy_files(tmp_path):
     cache = FeatureCache(tmp_path)
     x, y = features()
-    cache.store("k", (x, y), {"identity": {}})
-    loaded = cache.load("k")
-    assert loaded is not None and torch.equal(loaded[0], x) and torch.equal(loaded[1], y)
-    assert json.loads((tmp_path / "k" / "meta.json").read_text())["shape"] == [20, 4]
+    entry = cache.store("k", (x, y), {"identity": {}}, shard_rows=8)
+    loaded = entry.load()
+    assert torch.equal(loaded[0], x) and torch.equal(loaded[1], y)
+    # what a streaming reader sees: an ordinary n x d .npy file, meta.json describing it
+    assert np.array_equal(np.load(entry.features), x.numpy()) and np.array_equal(np.load(entry.labels), y.numpy())
+    meta = json.loads((tmp_path / "k" / "meta.json").read_text())
+    assert (meta["shape"], meta["dtype"], [s["rows"] for s in meta["shards"]]) == ([20, 4], "float32", [8, 8, 4])
+    assert not (tmp_path / "k.partial").exists()
+
+
+def test_float16_entries_hold_the_rounded_rows_and_load_as_float32(tmp_path):
+    x, y = features(dtype=torch.float16)
+    entry = FeatureCache(tmp_path).store("k", (x, y), {})
+    assert np.load(entry.features).dtype == np.float16 and entry.features.stat().st_size < 20 * 4 * 2 + 200
+    loaded = entry.load()[0]
+    assert loaded.dtype == torch.float32 and torch.equal(loaded, x.float())
+
+
+def test_values_beyond_float16_are_refused_naming_the_setting(tmp_path):
+    partial = PartialEntry(tmp_path / "p", 2, 8, "float16")
+    with pytest.raises(ValueError, match="extract.cache_dtype=float32"):
+        partial.extend([(torch.tensor([[1.0, 7e4], [0.0, 1.0]]), torch.tensor([0, 1]))])
 
 
 def test_key_changes_with_every_identity_field():
@@ -33,54 +76,57 @@ def test_key_changes_with_every_identity_field():
 
 
 def test_second_request_is_a_hit_and_does_not_compute(tmp_path):
-    cache = FeatureCache(tmp_path)
-    calls = []
-
-    def compute():
-        calls.append(1)
-        return features()
-
-    (x1, _), hit1 = cache.get_or_compute({"id": 1}, compute)
-    (x2, _), hit2 = cache.get_or_compute({"id": 1}, compute)
+    cache, calls, made = FeatureCache(tmp_path), [], features()
+    entry1, hit1 = get(cache, {"id": 1}, filler(made, calls))
+    entry2, hit2 = get(cache, {"id": 1}, filler(made, calls))
     assert (hit1, hit2, len(calls)) == (False, True, 1)
-    assert torch.equal(x1, x2)
+    assert torch.equal(entry1.load()[0], made[0]) and torch.equal(entry2.load()[0], made[0])
 
 
-@pytest.mark.parametrize("damage", ["truncate", "flip_byte", "delete_data", "garbage_meta"])
-def test_damaged_entry_is_detected_and_recomputed(tmp_path, damage):
-    cache = FeatureCache(tmp_path)
-    identity = {"id": damage}
-    (x, _), _ = cache.get_or_compute(identity, features)
-    entry = tmp_path / cache_key(identity)
-    data = entry / "features.pt"
-    if damage == "truncate":
+def damage(entry, how):
+    data = entry / "features.npy"
+    if how == "truncate":
         data.write_bytes(data.read_bytes()[: data.stat().st_size // 2])
-    elif damage == "flip_byte":
+    elif how == "flip_byte":
         raw = bytearray(data.read_bytes())
-        raw[-100] ^= 0xFF
+        raw[-10] ^= 0xFF
         data.write_bytes(bytes(raw))
-    elif damage == "delete_data":
+    elif how == "flip_label":
+        raw = bytearray((entry / "labels.npy").read_bytes())
+        raw[-1] ^= 0xFF
+        (entry / "labels.npy").write_bytes(bytes(raw))
+    elif how == "delete_data":
         data.unlink()
     else:
         (entry / "meta.json").write_text("{not json")
-    assert cache.load(cache_key(identity)) is None
-    fresh = features()
-    (x2, _), hit = cache.get_or_compute(identity, lambda: fresh)
-    assert not hit and torch.equal(x2, fresh[0])
-    assert cache.load(cache_key(identity)) is not None  # repaired on disk
+
+
+@pytest.mark.parametrize("how", ["truncate", "flip_byte", "flip_label", "delete_data", "garbage_meta"])
+def test_damaged_entry_is_detected_and_recomputed_with_one_warning(tmp_path, how, caplog):
+    cache, identity = FeatureCache(tmp_path), {"id": how}
+    get(cache, identity, filler(features()))
+    damage(tmp_path / cache_key(identity), how)
+    with pytest.raises(DamagedEntry):
+        CacheEntry.open(tmp_path / cache_key(identity)).load()
+    # A flipped byte in the rows passes the cheap checks of a hit; reading the rows finds it, and
+    # the reader then asks again with verify=True (see store.py). Any other damage is found on open.
+    fresh, calls = features(), []
+    with caplog.at_level(logging.WARNING):
+        entry, hit = get(cache, identity, filler(fresh, calls), verify=how == "flip_byte")
+    assert not hit and calls == [1] and torch.equal(entry.load()[0], fresh[0])
+    warnings = [r.getMessage() for r in caplog.records]
+    assert len(warnings) == 1 and warnings[0].startswith(f"feature cache entry {tmp_path / cache_key(identity)} is "
+                                                         "damaged") and warnings[0].endswith("extracting again")
+    assert cache.entry(cache_key(identity), verify=True) is not None  # repaired on disk
 
 
 def test_parallel_requests_compute_once(tmp_path):
     calls, results = [], []
     start = threading.Barrier(4)
 
-    def compute():
-        calls.append(1)
-        return features()
-
     def job():
         start.wait()
-        results.append(FeatureCache(tmp_path).get_or_compute({"id": "shared"}, compute)[1])
+        results.append(get(FeatureCache(tmp_path), {"id": "shared"}, filler(features(), calls))[1])
 
     threads = [threading.Thread(target=job) for _ in range(4)]
     for t in threads:
@@ -90,13 +136,91 @@ def test_parallel_requests_compute_once(tmp_path):
     assert len(calls) == 1 and sorted(results) == [False, True, True, True]
 
 
-def test_failed_compute_leaves_no_entry(tmp_path):
+def test_failed_compute_leaves_no_entry_but_keeps_finished_shards(tmp_path):
     cache = FeatureCache(tmp_path)
+    x, y = features()
 
-    def broken():
+    def batches():
+        yield x[:10], y[:10]  # one shard of 8 finished, 2 rows pending
         raise RuntimeError("backbone crashed")
 
-    with pytest.raises(RuntimeError):
-        cache.get_or_compute({"id": "x"}, broken)
-    assert cache.load(cache_key({"id": "x"})) is None
+    def broken(partial):
+        partial.extend(batches())
+
+    with pytest.raises(RuntimeError, match="backbone crashed"):
+        get(cache, {"id": "x"}, broken)
+    assert cache.entry(cache_key({"id": "x"})) is None
     assert not list(tmp_path.rglob("*.tmp"))
+    partial = PartialEntry(tmp_path / f"{cache_key({'id': 'x'})}.partial", 20, 8, "float32")
+    assert partial.finished() == 1
+
+
+HOLDER = """
+import sys, time
+from pathlib import Path
+from sealab.features.locks import key_lock
+with key_lock(Path(sys.argv[1]), sys.argv[2], timeout=60):
+    print("locked", flush=True)
+    sys.stdin.read()  # hold the lock until the test closes our stdin
+"""
+
+
+def test_a_wait_for_a_lock_names_key_and_holder_and_ends_at_lock_timeout(tmp_path, caplog):
+    key = cache_key({"id": "busy"})
+    holder = subprocess.Popen([sys.executable, "-c", HOLDER, str(tmp_path), key], stdin=subprocess.PIPE,
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        cache = FeatureCache(tmp_path, lock_timeout=1.0, report_every=0.3)
+        with caplog.at_level(logging.WARNING), pytest.raises(TimeoutError) as failed:
+            get(cache, {"id": "busy"}, filler(features()))
+    finally:
+        holder.stdin.close()
+        holder.wait(timeout=30)
+    who = f"pid {holder.pid} on host {socket.gethostname()}"
+    waits = [r.getMessage() for r in caplog.records if r.getMessage().startswith("waiting for feature cache entry")]
+    assert len(waits) >= 3 and all(key in m and who in m and "extract.lock_timeout=1 s" in m for m in waits)
+    assert key in str(failed.value) and who in str(failed.value) and "extract.lock_timeout" in str(failed.value)
+    entry, hit = get(cache, {"id": "busy"}, filler(features()))  # the holder is gone: the lock is free
+    assert not hit and not (tmp_path / f"{key}.holder.json").exists()
+
+
+@contextmanager
+def unwritable(path):
+    """``path`` read-only for this process: by its mode, and as root (who ignores modes) by
+    acting as the unprivileged user nobody meanwhile."""
+    path.chmod(0o555)
+    as_root = os.geteuid() == 0
+    if as_root:
+        os.seteuid(65534)
+    try:
+        yield
+    finally:
+        if as_root:
+            os.seteuid(0)
+        path.chmod(0o755)
+
+
+@pytest.fixture
+def shared_dir():
+    """A directory other users can reach (pytest's tmp_path sits under a 0700 directory)."""
+    path = Path(tempfile.mkdtemp())
+    path.chmod(0o755)
+    yield path
+    shutil.rmtree(path)
+
+
+def test_a_read_only_cache_serves_hits_and_extracts_misses_uncached_with_one_warning(shared_dir, caplog):
+    root = shared_dir / "cache"
+    made = features()
+    get(FeatureCache(root), {"id": "old"}, filler(made))
+    calls = []
+    with unwritable(root), caplog.at_level(logging.WARNING):
+        cache = FeatureCache(root)
+        old, old_hit = get(cache, {"id": "old"}, filler(made, calls))
+        new = [get(cache, {"id": i}, filler(made, calls)) for i in ("new", "newer")]
+        loaded = [entry.load()[0] for entry, _ in new]
+    assert old_hit and calls == [1, 1] and all(not hit for _, hit in new)
+    assert all(torch.equal(x, made[0]) for x in loaded)
+    assert len(caplog.records) == 1 and f"paths.cache_dir={root} cannot be written" in caplog.records[0].getMessage()
+    assert not any((root / cache_key({"id": i})).exists() for i in ("new", "newer"))

@@ -53,7 +53,7 @@ def test_a_float16_cache_halves_the_entry_and_miss_and_hit_agree(tmp_path):
         assert (miss.cache_hit, hit.cache_hit) == (False, True)
         for split, (x, _) in miss.splits.items():
             assert x.dtype == torch.float32 and torch.equal(x, hit.splits[split][0])
-        sizes[dtype] = sum(p.stat().st_size for p in (tmp_path / dtype).rglob("features.pt"))
+        sizes[dtype] = sum(p.stat().st_size for p in (tmp_path / dtype).rglob("features.npy"))
     assert sizes["float16"] < 0.6 * sizes["float32"]
 
 

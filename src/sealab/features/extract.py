@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from contextlib import nullcontext
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import torch
 from torch import nn
@@ -57,35 +57,51 @@ def _autocast(device: torch.device, precision: str):
 
 
 @torch.inference_mode()
-def run_model(model: nn.Module, dataset: Dataset, transform: Callable[[Any], torch.Tensor],
-              device: torch.device, batch_size: int = 128, num_workers: int | str = 0,
-              precision: str = "fp32", channels_last: bool = False,
-              desc: str = "batches") -> tuple[torch.Tensor, torch.Tensor]:
-    """``(outputs float32 on CPU, targets)`` of ``model`` in eval mode on ``device`` over every
-    sample, in order. ``precision`` bf16/fp16 runs the model under autocast (fp32: as published
-    numbers were made); ``channels_last`` stores images and convolution weights NHWC."""
+def iter_outputs(model: nn.Module, dataset: Dataset, transform: Callable[[Any], torch.Tensor],
+                 device: torch.device, batch_size: int = 128, num_workers: int | str = 0,
+                 precision: str = "fp32", channels_last: bool = False,
+                 desc: str = "batches") -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """Batches ``(outputs float32 on CPU, targets)`` of ``model`` in eval mode on ``device`` over
+    every sample, in order. ``precision`` bf16/fp16 runs the model under autocast (fp32: as
+    published numbers were made); ``channels_last`` stores images and convolution weights NHWC."""
     memory_format = torch.channels_last if channels_last else torch.contiguous_format
     model.eval().to(device, memory_format=memory_format)
     loader = image_loader(dataset, transform, batch_size, resolve_workers(num_workers, device),
                           pin_memory=device.type == "cuda")
-    outputs, targets = [], []
-    with _autocast(device, precision):
-        for images, target in tqdm(loader, desc=desc, unit="batch"):
-            images = images.to(device, non_blocking=True)
-            if images.ndim == 4:
-                images = images.contiguous(memory_format=memory_format)
-            outputs.append(model(images).float().cpu())
-            targets.append(target)
-    return torch.cat(outputs), torch.cat(targets)
+    autocast = _autocast(device, precision)  # checked before the first batch is loaded
+    for images, target in tqdm(loader, desc=desc, unit="batch"):
+        images = images.to(device, non_blocking=True)
+        if images.ndim == 4:
+            images = images.contiguous(memory_format=memory_format)
+        with autocast:  # entered per batch: the consumer's code between batches runs without it
+            outputs = model(images)
+        yield outputs.float().cpu(), target
 
 
-def extract_features(backbone: Backbone, dataset: Dataset, device: torch.device, batch_size: int = 128,
-                     num_workers: int | str = 0, precision: str = "fp32", channels_last: bool = False,
-                     desc: str = "features") -> tuple[torch.Tensor, torch.Tensor]:
+def run_model(model: nn.Module, dataset: Dataset, transform: Callable[[Any], torch.Tensor],
+              device: torch.device, **settings) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(outputs, targets)`` of every sample, concatenated: ``iter_outputs`` in one piece."""
+    return _concat(iter_outputs(model, dataset, transform, device, **settings))
+
+
+def iter_features(backbone: Backbone, dataset: Dataset, device: torch.device, batch_size: int = 128,
+                  num_workers: int | str = 0, precision: str = "fp32", channels_last: bool = False,
+                  desc: str = "features") -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """Batches ``(features B x d float32 on CPU, targets)`` in dataset order."""
+    for x, y in iter_outputs(backbone.freeze(), dataset, backbone.transform, device, batch_size, num_workers,
+                             precision, channels_last, desc):
+        if x.ndim != 2:
+            raise RuntimeError(f"{backbone.name} returned shape {tuple(x.shape[1:])} per image; expected "
+                               "pooled features (B x d). Create the model with num_classes=0.")
+        yield x, y
+
+
+def extract_features(backbone: Backbone, dataset: Dataset, device: torch.device,
+                     **settings) -> tuple[torch.Tensor, torch.Tensor]:
     """``(features n x d float32 on CPU, targets)`` in dataset order."""
-    x, y = run_model(backbone.freeze(), dataset, backbone.transform, device, batch_size, num_workers,
-                     precision, channels_last, desc)
-    if x.ndim != 2:
-        raise RuntimeError(f"{backbone.name} returned shape {tuple(x.shape[1:])} per image; expected "
-                           "pooled features (B x d). Create the model with num_classes=0.")
-    return x, y
+    return _concat(iter_features(backbone, dataset, device, **settings))
+
+
+def _concat(batches: Iterator[tuple[torch.Tensor, torch.Tensor]]) -> tuple[torch.Tensor, torch.Tensor]:
+    outputs, targets = zip(*batches)
+    return torch.cat(outputs), torch.cat(targets)

@@ -20,11 +20,13 @@ log = logging.getLogger(__name__)
 class SweepSummary(Callback):
     def __init__(self) -> None:
         self._sweep_dir: str | None = None  # set while a multirun's summary is still to be written
+        self._logger_cfg: DictConfig | None = None  # wandb also gets the summary table
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         # Hydra's basic sweeper re-raises a failed job's error after the batch and never calls
         # on_multirun_end; the exit hook then writes the summary (the exit status stays non-zero).
         self._sweep_dir = str(config.hydra.sweep.dir)
+        self._logger_cfg = config.get("logger")
         atexit.register(self._summarize)
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
@@ -51,3 +53,6 @@ class SweepSummary(Callback):
             main([root])
         except FileNotFoundError as err:  # no job got as far as leaving a record
             log.warning("%s", err)
+        from sealab.loggers import log_sweep_table
+
+        log_sweep_table(self._logger_cfg, root)

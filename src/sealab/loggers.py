@@ -1,0 +1,147 @@
+"""The run's Lightning logger. With wandb: one run per job, grouped by its sweep, named by what
+varies in that sweep, tagged with dataset/backbone/method; offline, after one warning, when wandb
+cannot go online (no API key, or no answer from the server within ``settings.init_timeout``)."""
+
+from __future__ import annotations
+
+import logging
+import os
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Callable, Iterator, TypeVar
+
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.utils import get_class, instantiate
+from lightning.pytorch.loggers import Logger, WandbLogger
+from omegaconf import DictConfig, OmegaConf
+
+from sealab.job import choice, sweep_dir, task_overrides, varying_keys
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+NAMED_BY_CHOICE = ("dataset", "backbone", "method")
+# Overrides about where and how a run is logged or launched, not what it computes.
+NOT_IN_NAME = ("logger", "hydra", "paths", "local")
+# WANDB_MODE values that keep wandb off the network by themselves.
+OFFLINE_MODES = ("offline", "dryrun", "disabled")
+
+# Why wandb could not go online in this process, once known: later runs here (jobs of the same
+# sweep) go offline at once instead of waiting for the server and warning again.
+_offline_reason: str | None = None
+
+
+def is_wandb(logger_cfg: DictConfig | None) -> bool:
+    return bool(logger_cfg) and issubclass(get_class(logger_cfg._target_), WandbLogger)
+
+
+def run_name(cfg: DictConfig) -> str:
+    """``dataset/backbone/method`` and the overrides that vary in the sweep (a single run: all of
+    its overrides), e.g. ``digits/random_features/sea seed=1``: unique within a sweep."""
+    keys = varying_keys()
+    named = [o.input_line for o in OverridesParser.create().parse_overrides(task_overrides())
+             if o.key_or_group not in NAMED_BY_CHOICE
+             and o.key_or_group.split(".")[0].split("/")[0] not in NOT_IN_NAME
+             and (keys is None or o.key_or_group in keys)]
+    return " ".join(["/".join(choice(group, cfg) for group in NAMED_BY_CHOICE), *named])
+
+
+def run_group(logger_cfg: DictConfig, sweep: Path | None) -> str | None:
+    """``logger.group`` when set, else the sweep directory's name; a single run has no group."""
+    return logger_cfg.get("group") or (sweep.name if sweep else None)
+
+
+def _start_wandb(start: Callable[[bool], T], offline: bool) -> T:
+    """``start(offline)``: online unless configured offline, offline after one warning when wandb
+    has no API key or its server does not answer in time."""
+    global _offline_reason
+    if offline or _offline_reason:
+        return start(True)
+    if os.environ.get("WANDB_MODE") in OFFLINE_MODES:
+        return start(False)  # wandb reads WANDB_MODE itself
+    import wandb
+
+    if not wandb.login(prompt=False, verify=False):  # never prompts: a sweep job has nobody to answer
+        _offline_reason = "has no API key (run `wandb login` or set WANDB_API_KEY)"
+    else:
+        try:
+            return start(False)
+        except (wandb.Error, TimeoutError) as err:
+            _offline_reason = f"could not start a run online ({str(err).splitlines()[0]})"
+    log.warning("wandb %s: logging offline instead (upload later with `wandb sync <run dir>`)", _offline_reason)
+    return start(True)
+
+
+def _make_logger(cfg: DictConfig) -> Logger:
+    if not is_wandb(cfg.logger):
+        return instantiate(cfg.logger)
+    identity = {"name": cfg.logger.get("name") or run_name(cfg),
+                "group": run_group(cfg.logger, sweep_dir()),
+                "tags": [choice(group, cfg) for group in NAMED_BY_CHOICE] + list(cfg.logger.get("tags") or [])}
+
+    def start(offline: bool) -> WandbLogger:
+        logger = instantiate(cfg.logger, offline=offline, _convert_="all", **identity)
+        logger.experiment  # wandb.init, which raises here when it cannot go online
+        return logger
+
+    return _start_wandb(start, cfg.logger.offline)
+
+
+@contextmanager
+def run_logger(cfg: DictConfig) -> Iterator[Logger | None]:
+    """The configured Lightning logger (None with ``~logger``), closed whatever is raised."""
+    logger = _make_logger(cfg) if cfg.get("logger") else None
+    succeeded = False
+    try:
+        if logger:
+            logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
+        yield logger
+        succeeded = True
+    finally:
+        if logger:
+            logger.finalize("success" if succeeded else "failed")
+            finish = getattr(logger.experiment, "finish", None)  # a wandb run ends here, not at exit
+            if finish:
+                finish(exit_code=0 if succeeded else 1)
+
+
+def log_results(logger: Logger, metrics: dict[str, float], summary: dict[str, Any]) -> None:
+    """The run's metrics; with wandb also ``summary`` (timings, cache hit, the primary metric's
+    name) and the primary metric's value as ``primary`` in the run summary."""
+    logger.log_metrics(metrics)
+    if isinstance(logger, WandbLogger):
+        logger.experiment.summary.update({**summary, "primary": metrics.get(summary["primary_metric"])})
+
+
+def markdown_tables(text: str) -> list[tuple[list[str], list[list[str]]]]:
+    """The header and rows of each Markdown table in ``text`` (``| a | b |`` lines, the second the
+    ``|---|`` separator)."""
+    tables, block = [], []
+    for line in [*text.splitlines(), ""]:
+        if line.startswith("|"):
+            block.append([cell.strip() for cell in line.strip().strip("|").split("|")])
+        elif block:
+            tables.append((block[0], block[2:]))
+            block = []
+    return tables
+
+
+def log_sweep_table(logger_cfg: DictConfig | None, sweep: str | Path) -> None:
+    """With wandb, the tables of the sweep's summary.md as wandb Tables (``summary``, then
+    ``summary_2`` for the failed jobs, if any), in a run named ``summary`` (``job_type``
+    summary) of the sweep's group: the dashboard shows the table summary.md does."""
+    path = Path(sweep) / "summary.md"
+    if not is_wandb(logger_cfg) or not path.is_file():
+        return
+    import wandb
+
+    def start(offline: bool) -> Any:
+        return wandb.init(project=logger_cfg.get("project"), entity=logger_cfg.get("entity"),
+                          group=run_group(logger_cfg, Path(sweep)), name="summary", job_type="summary",
+                          dir=os.environ.get("WANDB_DIR", str(sweep)), mode="offline" if offline else None,
+                          settings=dict(logger_cfg.get("settings") or {}))
+
+    run = _start_wandb(start, logger_cfg.offline)
+    run.log({"summary" if i == 0 else f"summary_{i + 1}": wandb.Table(columns=header, data=rows)
+             for i, (header, rows) in enumerate(markdown_tables(path.read_text()))})
+    run.finish()
