@@ -8,7 +8,7 @@ import pytest
 
 SRC = Path(__file__).resolve().parents[1] / "src" / "sealab"
 LAYERS = [
-    {"metrics", "task", "fileio", "device", "checks", "job"},
+    {"metrics", "task", "fileio", "device", "checks", "job", "distributed"},
     {"data"},
     {"backbones"},
     {"features"},

@@ -30,7 +30,8 @@ TRAINER_KEYS_SET_ELSEWHERE = {
     "max_epochs": "method.epochs",
     "max_steps": "method.epochs (or method.steps for method=finetune)",
     "accelerator": "device (auto, cpu, cuda, cuda:N)",
-    "devices": "device (auto, cpu, cuda, cuda:N)",
+    "devices": "devices=N (how many processes; which kind: device=auto, cpu or cuda)",
+    "strategy": "devices=N (N > 1 runs DDP over N processes)",
     "logger": "logger=<csv|wandb> (or ~logger for none)",
 }
 
@@ -109,6 +110,7 @@ RULES: dict[str, Rule] = {
     "seed": integer(0, 2**32 - 1),  # Lightning replaces a seed outside this range by a random one
     "fit_on": one_of(*FIT_ON),
     "num_threads": integer(1, nullable=True),
+    "devices": COUNT,
     "save_classifier": BOOL,
     # extraction
     "extract.batch_size": COUNT,

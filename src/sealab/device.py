@@ -32,8 +32,33 @@ def resolve_device(name: str) -> torch.device:
     return device
 
 
-def trainer_placement(device: torch.device) -> dict[str, Any]:
-    """The Lightning Trainer arguments that put training on ``device``."""
+def check_devices(devices: int, device: torch.device) -> int:
+    """``devices`` (a count >= 1, checked with the config): how many processes, one per device of
+    ``device``'s type, run the job."""
+    if devices > 1 and device.type == "mps":
+        raise ValueError(f"devices={devices} but device={device} is a single device: use devices=1")
+    if devices > 1 and device.type == "cuda" and devices > torch.cuda.device_count():
+        raise ValueError(f"devices={devices} but there are {torch.cuda.device_count()} CUDA devices")
+    return devices
+
+
+def rank_device(device: torch.device, devices: int, rank: int) -> torch.device:
+    """The device of process ``rank``: with several CUDA devices rank r uses cuda:r (an index in
+    ``device`` is then refused, it would put every rank on one GPU); CPU ranks share the CPU."""
+    if devices == 1 or device.type != "cuda":
+        return device
+    if device.index not in (None, 0):
+        raise ValueError(f"device={device} with devices={devices}: the ranks use cuda:0..cuda:{devices - 1}; "
+                         "set device=cuda (or auto)")
+    return torch.device("cuda", rank)
+
+
+def trainer_placement(device: torch.device, devices: int = 1) -> dict[str, Any]:
+    """The Lightning Trainer arguments that put training on ``device``; with ``devices`` > 1,
+    DDP over that many devices (inside processes already launched: the Trainer joins their
+    process group and starts no processes of its own)."""
+    if devices > 1:
+        return {"accelerator": "gpu" if device.type == "cuda" else "cpu", "devices": devices, "strategy": "ddp"}
     if device.type == "cuda":
         return {"accelerator": "gpu", "devices": [device.index]}
     return {"accelerator": device.type, "devices": 1}

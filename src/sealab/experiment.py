@@ -19,7 +19,8 @@ from torch import nn
 from sealab.backbones.base import Backbone
 from sealab.checks import check_run_config
 from sealab.data.base import DatasetBase, ImageDataset, PrecomputedFeatures
-from sealab.device import resolve_device, trainer_placement
+from sealab.device import check_devices, rank_device, resolve_device, trainer_placement
+from sealab.distributed import broadcast_from_zero, is_rank_zero, launch, rank
 from sealab.features.extract import run_model
 from sealab.features.store import SplitFeatures, load_split_features
 from sealab.fileio import atomic_write_bytes, atomic_write_json
@@ -136,6 +137,9 @@ def run(cfg: DictConfig, config_hash: str | None = None) -> dict[str, Any]:
     (sealab.sweep.resume) is recorded for ``resume=true`` to recognise the result."""
     check_run_config(cfg, choice("method", cfg))
     device = resolve_device(cfg.device)
+    devices = check_devices(cfg.devices, device)
+    launch(devices, device)  # from here on, one process per device
+    device = rank_device(device, devices, rank())
     if cfg.num_threads:
         torch.set_num_threads(cfg.num_threads)
     run_dir = Path(cfg.paths.output_dir)
@@ -151,7 +155,8 @@ def run(cfg: DictConfig, config_hash: str | None = None) -> dict[str, Any]:
         raise ValueError(f"method={method.name} trains the backbone on images, but dataset "
                          f"{dataset.name} holds precomputed features: choose an image dataset")
     backbone = None if precomputed else instantiate(cfg.backbone)
-    atomic_write_json(run_dir / "dataset.json", dataset.describe())
+    if is_rank_zero():
+        atomic_write_json(run_dir / "dataset.json", dataset.describe())
 
     with run_logger(cfg) as logger:
         # Features (fine-tuning trains on the images themselves: nothing to extract)
@@ -161,15 +166,20 @@ def run(cfg: DictConfig, config_hash: str | None = None) -> dict[str, Any]:
         # does not, and the fit must not depend on which happened.
         L.seed_everything(cfg.seed, workers=True, verbose=False)
         ctx = FitContext(task=dataset.task, seed=cfg.seed, device=device,
-                         make_trainer=lambda **kw: instantiate(cfg.trainer, logger=logger or False,
-                                                               **trainer_placement(device), **kw))
+                         make_trainer=lambda **kw: instantiate(
+                             cfg.trainer, logger=logger or False,
+                             **trainer_placement(device, devices if on_images else 1), **kw))
+        # Fine-tuning trains on every rank (DDP); a method on features fits on rank zero alone
+        # while the others wait for its record.
         fitted = (_fit_on_images(method, dataset, backbone, cfg, ctx) if on_images
-                  else _fit_on_features(method, features, cfg, ctx))
-        if logger:
+                  else _fit_on_features(method, features, cfg, ctx) if is_rank_zero() else None)
+        if logger and fitted is not None:
             log_results(logger, fitted.metrics, {"primary_metric": f"test/{dataset.primary_metric}",
                                                  "fit_seconds": fitted.fit_seconds,
                                                  "extract_seconds": features.extract_seconds,
                                                  "cache_hit": features.cache_hit})
+    if not is_rank_zero():  # rank zero alone records
+        return broadcast_from_zero(None)
 
     # Record
     if cfg.save_classifier:
@@ -183,6 +193,7 @@ def run(cfg: DictConfig, config_hash: str | None = None) -> dict[str, Any]:
         "norm": cfg.norm,
         "fit_on": cfg.fit_on,
         "device": str(device),
+        "devices": devices,
         "metrics": fitted.metrics,
         "primary_metric": f"test/{dataset.primary_metric}",
         "fit_seconds": fitted.fit_seconds,
@@ -198,4 +209,4 @@ def run(cfg: DictConfig, config_hash: str | None = None) -> dict[str, Any]:
     path = write_metrics(run_dir, record)
     print_metrics(record)
     log.info("wrote %s", path)
-    return record
+    return broadcast_from_zero(record)
