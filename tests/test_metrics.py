@@ -8,7 +8,7 @@ import torch
 from sklearn.metrics import accuracy_score, balanced_accuracy_score
 from torchmetrics.functional.classification import multiclass_accuracy
 
-from sealab.metrics import mean_average_precision_11
+from sealab.metrics import mean_average_precision_11, mean_of_fractions
 from sealab.task import MultiClass, MultiLabel
 
 
@@ -68,3 +68,23 @@ def test_map11_with_every_class_scored_does_not_warn(caplog):
     with caplog.at_level(logging.WARNING, logger="sealab.metrics"):
         assert MultiLabel(2).metrics(scores, torch.eye(2)) == {"map11": 1.0}
     assert caplog.text == ""
+
+
+def test_a_perfect_score_is_stored_as_exactly_one():
+    # 10 classes predicted perfectly: torchmetrics' float32 macro average gave 1.0000001192 here
+    # (what metrics.json held before); each metric must be 1.0, never above.
+    targets = torch.arange(30) % 10
+    scores = torch.nn.functional.one_hot(targets, 10).float()
+    assert float(multiclass_accuracy(targets, targets, 10, average="macro")) > 1, "the case that went above 1"
+    assert MultiClass(10).metrics(scores, targets) == {"top1": 1.0, "mean_per_class": 1.0}
+    assert MultiLabel(10).metrics(scores, scores) == {"map11": 1.0}
+
+
+def test_mean_of_fractions_is_exact_and_never_above_one():
+    gen = torch.Generator().manual_seed(0)
+    for n in (3, 10, 101, 1000):
+        ratios = (torch.randint(1, 50, (n,), generator=gen).double() / 50).tolist() + [1.0] * n
+        mean = mean_of_fractions(ratios)
+        assert 0 <= mean <= 1 and np.isclose(mean, np.mean(ratios), rtol=0, atol=1e-15)
+    assert mean_of_fractions([1.0] * 7) == 1.0
+    assert np.isnan(mean_of_fractions([]))

@@ -15,7 +15,8 @@ counted as 0 or dropped silently:
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+import math
+from collections.abc import Iterable, Sequence
 
 import torch
 
@@ -23,6 +24,15 @@ log = logging.getLogger(__name__)
 
 # Names as they appear in metrics.json ("test/<name>") and in dataset configs.
 TOP1, MEAN_PER_CLASS, MAP11 = "top1", "mean_per_class", "map11"
+
+
+def mean_of_fractions(values: Iterable[float]) -> float:
+    """The mean of fractions in [0, 1], never above 1 (nan for none). ``math.fsum`` rounds the
+    exact sum once, so it cannot exceed the count, and one correctly rounded division by the
+    count then cannot exceed 1; a float32 or pairwise sum can (torchmetrics' macro accuracy
+    of a perfect 10-class prediction is 1.0000001192)."""
+    values = [float(v) for v in values]
+    return math.fsum(values) / len(values) if values else float("nan")
 
 
 def voc11_average_precision(scores: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
@@ -45,9 +55,8 @@ def voc11_average_precision(scores: torch.Tensor, targets: torch.Tensor) -> torc
         tp = torch.cumsum(t[order], 0)
         precision = tp / torch.arange(1, len(t) + 1, dtype=torch.float64)
         recall = tp / positives
-        best = [precision[recall >= th].max() if (recall >= th).any() else torch.tensor(0.0, dtype=torch.float64)
-                for th in thresholds]
-        aps.append(torch.stack(best).mean())
+        best = [precision[recall >= th].max() if (recall >= th).any() else 0.0 for th in thresholds]
+        aps.append(torch.tensor(mean_of_fractions(best), dtype=torch.float64))
     return torch.stack(aps)
 
 
@@ -62,9 +71,7 @@ def mean_average_precision_11(scores: torch.Tensor, targets: torch.Tensor,
                     "examples and are left out of the mean (mAP over %d classes): %s",
                     len(unscored), len(aps), len(targets), len(aps) - len(unscored),
                     "classes " + ", ".join(map(str, named)))
-    if len(unscored) == len(aps):
-        return float("nan")
-    return float(aps.nanmean())
+    return mean_of_fractions(aps[~torch.isnan(aps)])
 
 
 def mean_per_class_accuracy(predictions: torch.Tensor, targets: torch.Tensor, num_classes: int) -> float:
@@ -74,13 +81,11 @@ def mean_per_class_accuracy(predictions: torch.Tensor, targets: torch.Tensor, nu
     count = torch.bincount(targets, minlength=num_classes).double()
     right = torch.bincount(targets[predictions == targets], minlength=num_classes).double()
     present = count > 0
-    if not present.any():
-        return float("nan")
-    return float((right[present] / count[present]).mean())
+    return mean_of_fractions(right[present] / count[present])
 
 
 def multiclass_metrics(scores: torch.Tensor, targets: torch.Tensor, num_classes: int) -> dict[str, float]:
     """Top-1 and mean per-class accuracy of ``argmax scores``, as fractions in [0, 1]."""
     predictions = scores.argmax(dim=1)
-    top1 = float((predictions == targets).double().mean()) if len(targets) else float("nan")
+    top1 = int((predictions == targets).sum()) / len(targets) if len(targets) else float("nan")
     return {TOP1: top1, MEAN_PER_CLASS: mean_per_class_accuracy(predictions, targets, num_classes)}
