@@ -16,22 +16,29 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
 from torch import nn
 
+from sealab.augment.sea import NUMERICS
 from sealab.backbones.base import Backbone
-from sealab.checks import check_run_config
+from sealab.checks import check_run_config, one_of
 from sealab.data.base import DatasetBase, ImageDataset, PrecomputedFeatures
-from sealab.device import check_devices, rank_device, resolve_device, trainer_placement
-from sealab.distributed import broadcast_from_zero, is_rank_zero, launch, rank
-from sealab.features.extract import run_model
-from sealab.features.store import SplitFeatures, load_split_features
+from sealab.device import resolve_device, trainer_placement
+from sealab.features.extract import PRECISIONS, run_model
+from sealab.features.store import CACHE_DTYPES, SplitFeatures, load_split_features
 from sealab.fileio import atomic_write_bytes, atomic_write_json
-from sealab.heads.normalize import FeatureNormalizer
+from sealab.heads.normalize import NORMS, FeatureNormalizer
 from sealab.job import choice, task_overrides
 from sealab.loggers import log_results, run_logger
 from sealab.methods.base import Features, FitContext, ImageMethod, Method
+from sealab.methods.logreg import DTYPES
 from sealab.report import git_sha, print_metrics, write_metrics
 from sealab.task import Task
 
 log = logging.getLogger(__name__)
+
+# Config choices defined by the modules that use them (checks.py sits below those and cannot
+# import them); checked with the rest of the config before any data is read.
+CHOICE_RULES = {"norm": one_of(*NORMS), "extract.precision": one_of(*PRECISIONS),
+                "extract.cache_dtype": one_of(*CACHE_DTYPES), "method.augmenter.mode": one_of(*NUMERICS),
+                "method.dtype": one_of(*DTYPES)}
 
 
 @torch.no_grad()
@@ -135,28 +142,25 @@ def _fit_on_images(method: ImageMethod, dataset: ImageDataset, backbone: Backbon
 def run(cfg: DictConfig, config_hash: str | None = None) -> dict[str, Any]:
     """Execute one configured experiment and return its metrics record. ``config_hash``
     (sealab.sweep.resume) is recorded for ``resume=true`` to recognise the result."""
-    check_run_config(cfg, choice("method", cfg))
+    check_run_config(cfg, choice("method", cfg), CHOICE_RULES)
     device = resolve_device(cfg.device)
-    devices = check_devices(cfg.devices, device)
-    launch(devices, device)  # from here on, one process per device
-    device = rank_device(device, devices, rank())
     if cfg.num_threads:
         torch.set_num_threads(cfg.num_threads)
     run_dir = Path(cfg.paths.output_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     L.seed_everything(cfg.seed, workers=True, verbose=False)
 
+    # The method first: its components check their settings before any data is read.
+    method: Method | ImageMethod = instantiate(cfg.method)
     # Data
     dataset: DatasetBase = instantiate(cfg.dataset)
     precomputed = isinstance(dataset, PrecomputedFeatures)
-    method: Method | ImageMethod = instantiate(cfg.method)
     on_images = isinstance(method, ImageMethod)
     if on_images and precomputed:
         raise ValueError(f"method={method.name} trains the backbone on images, but dataset "
                          f"{dataset.name} holds precomputed features: choose an image dataset")
     backbone = None if precomputed else instantiate(cfg.backbone)
-    if is_rank_zero():
-        atomic_write_json(run_dir / "dataset.json", dataset.describe())
+    atomic_write_json(run_dir / "dataset.json", dataset.describe())
 
     with run_logger(cfg) as logger:
         # Features (fine-tuning trains on the images themselves: nothing to extract)
@@ -166,20 +170,15 @@ def run(cfg: DictConfig, config_hash: str | None = None) -> dict[str, Any]:
         # does not, and the fit must not depend on which happened.
         L.seed_everything(cfg.seed, workers=True, verbose=False)
         ctx = FitContext(task=dataset.task, seed=cfg.seed, device=device,
-                         make_trainer=lambda **kw: instantiate(
-                             cfg.trainer, logger=logger or False,
-                             **trainer_placement(device, devices if on_images else 1), **kw))
-        # Fine-tuning trains on every rank (DDP); a method on features fits on rank zero alone
-        # while the others wait for its record.
+                         make_trainer=lambda **kw: instantiate(cfg.trainer, logger=logger or False,
+                                                               **trainer_placement(device), **kw))
         fitted = (_fit_on_images(method, dataset, backbone, cfg, ctx) if on_images
-                  else _fit_on_features(method, features, cfg, ctx) if is_rank_zero() else None)
-        if logger and fitted is not None:
+                  else _fit_on_features(method, features, cfg, ctx))
+        if logger:
             log_results(logger, fitted.metrics, {"primary_metric": f"test/{dataset.primary_metric}",
                                                  "fit_seconds": fitted.fit_seconds,
                                                  "extract_seconds": features.extract_seconds,
                                                  "cache_hit": features.cache_hit})
-    if not is_rank_zero():  # rank zero alone records
-        return broadcast_from_zero(None)
 
     # Record
     if cfg.save_classifier:
@@ -193,7 +192,6 @@ def run(cfg: DictConfig, config_hash: str | None = None) -> dict[str, Any]:
         "norm": cfg.norm,
         "fit_on": cfg.fit_on,
         "device": str(device),
-        "devices": devices,
         "metrics": fitted.metrics,
         "primary_metric": f"test/{dataset.primary_metric}",
         "fit_seconds": fitted.fit_seconds,
@@ -209,4 +207,4 @@ def run(cfg: DictConfig, config_hash: str | None = None) -> dict[str, Any]:
     path = write_metrics(run_dir, record)
     print_metrics(record)
     log.info("wrote %s", path)
-    return broadcast_from_zero(record)
+    return record
