@@ -22,7 +22,7 @@ from sealab.checks import check_run_config, one_of
 from sealab.data.base import DatasetBase, ImageDataset, PrecomputedFeatures
 from sealab.device import resolve_device, trainer_placement
 from sealab.features.extract import PRECISIONS, run_model
-from sealab.features.store import CACHE_DTYPES, SplitFeatures, load_split_features
+from sealab.features.store import CACHE_DTYPES, CACHE_SETTINGS, SplitFeatures, load_split_features
 from sealab.fileio import atomic_write_bytes, atomic_write_json
 from sealab.heads.normalize import NORMS, FeatureNormalizer
 from sealab.job import choice, task_overrides
@@ -131,7 +131,7 @@ def _fit_on_images(method: ImageMethod, dataset: ImageDataset, backbone: Backbon
     result = method.fit_images(dataset.split(cfg.fit_on), None if refit else dataset.split("val"),
                                backbone, ctx)
     fit_seconds = time.perf_counter() - start
-    extraction = {k: v for k, v in cfg.extract.items() if k != "cache_dtype"}  # scores are not cached
+    extraction = {k: v for k, v in cfg.extract.items() if k not in CACHE_SETTINGS}  # scores are not cached
     scored = {split: run_model(result.scorer, dataset.split(split), backbone.transform, ctx.device,
                                **extraction, desc=f"{dataset.name}/{split} scores")
               for split in (("test",) if refit else ("val", "test"))}
