@@ -16,6 +16,7 @@ from sealab.backbones.ensemble import Ensemble
 from sealab.data.base import SPLITS, DatasetBase, ImageDataset, PrecomputedFeatures
 from sealab.features.cache import CacheEntry, DamagedEntry, FeatureCache
 from sealab.features.extract import iter_features
+from sealab.features.sharded import get_or_compute_across_ranks
 from sealab.features.shards import PartialEntry
 
 log = logging.getLogger(__name__)
@@ -102,10 +103,15 @@ def _cached_split(cache: FeatureCache, backbone: Backbone, dataset: ImageDataset
     def compute(partial: PartialEntry) -> None:
         extract_split(backbone, images, device, partial, **extraction, desc=f"{dataset.name}/{split}")
 
-    def fetch(verify: bool) -> tuple[CacheEntry, bool]:
+    def fetch(verify: bool, compute: Callable[[PartialEntry], None] = compute) -> tuple[CacheEntry, bool]:
         return cache.get_or_compute(identity, compute, len(images), cache_dtype, shard_rows, verify=verify)
 
-    return _CachedSplit(*fetch(False), fetch)
+    def rows(start: int, stop: int) -> Iterator[Split]:  # one rank's block of a several-device run
+        return iter_features(backbone, Subset(images, range(start, stop)), device, **extraction,
+                             desc=f"{dataset.name}/{split} rows {start}-{stop - 1}")
+
+    # Every rank takes part in the lookup; repairing a damaged entry on load is one rank's own.
+    return _CachedSplit(*get_or_compute_across_ranks(lambda c: fetch(False, c), compute, rows), fetch)
 
 
 def _check_settings(cache_dtype: str, shard_size: int, lock_timeout: float) -> None:
