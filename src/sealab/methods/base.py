@@ -110,7 +110,7 @@ class HeadModule(L.LightningModule):
         x, y = batch
         scores = self.head_scores(x)
         self.log_dict({self.metric_key("val/loss", k): head.loss(scores[:, k], y)
-                       for k, head in enumerate(self.heads)}, batch_size=len(y))
+                       for k, head in enumerate(self.heads)}, batch_size=len(y), sync_dist=True)
         self._val_scores.append(scores.detach())
         self._val_targets.append(y)
 
@@ -120,4 +120,6 @@ class HeadModule(L.LightningModule):
             self._val_scores, self._val_targets = [], []
             for k, head in enumerate(self.heads):
                 metrics = head.task.metrics(scores[:, k], y)
-                self.log_dict({self.metric_key(f"val/{name}", k): value for name, value in metrics.items()})
+                # Under DDP each rank scores its shard of val; the logged value is their mean.
+                self.log_dict({self.metric_key(f"val/{name}", k): value for name, value in metrics.items()},
+                              sync_dist=True)
