@@ -4,6 +4,7 @@ streamed by shuffled blocks."""
 from __future__ import annotations
 
 import lightning as L
+import numpy as np
 import torch
 
 from sealab.features.ondisk import StreamedFeatures
@@ -59,14 +60,15 @@ def block_shuffled_order(n: int, block_rows: int, gen: torch.Generator) -> torch
 
 class BlockShuffledBatches:
     """Batches of a ``StreamedFeatures`` split in ``block_shuffled_order``, read one block at
-    a time: each block is read whole, converted to float32 and normalised on the CPU, moved to
-    ``device`` and then cut into batches by index, exactly as ``TensorBatches`` cuts the whole
-    matrix. A batch may span two blocks, so every batch but the last is full.
+    a time: each block is read whole into a buffer, converted to float32 and normalised in
+    place on the CPU, moved to ``device`` and then cut into batches by index (copies), exactly
+    as ``TensorBatches`` cuts the whole matrix. A batch may span two blocks, so every batch but
+    the last is full.
 
     Resident memory beyond the model stays about ``block_rows x d x (4 + itemsize)`` bytes (the
-    float32 block and the raw block it is converted from), plus two batches and the epoch's
-    order and targets (16 bytes per row): the previous block is released before the next is
-    read. Epochs are seeded with ``seed + epoch``: reproducible, and every epoch differs.
+    two block buffers, reused all epoch), plus a few batches and the epoch's order and targets
+    (16 bytes per row), whatever the size of the file. Epochs are seeded with ``seed + epoch``:
+    reproducible, and every epoch differs.
     """
 
     def __init__(self, data: StreamedFeatures, batch_size: int, drop_last: bool = False, seed: int = 0,
@@ -88,20 +90,22 @@ class BlockShuffledBatches:
 
     def __iter__(self):
         order, size, n = self.epoch_order(), self.data.block_rows, len(self.data)
+        # One pair of block buffers for the epoch, refilled block after block.
+        raw = np.empty((min(size, n), self.data.shape[1]), dtype=self.data.rows.dtype)
+        out = torch.empty(raw.shape, dtype=torch.float32)
         carry: list[tuple[torch.Tensor, torch.Tensor]] = []  # the start of a batch the last block began
         pos = 0
         while pos < n:
             start = int(order[pos]) // size * size  # the block's first row; the last block is short
             rows = order[pos:pos + min(size, n - start)]  # its rows, shuffled
             pos += len(rows)
-            block = self.data.read(start, start + len(rows)).to(self.device)
+            block = self.data.read(start, start + len(rows), raw, out).to(self.device)
             local, targets = (rows - start).to(self.device), self.targets[rows.to(self.device)]
             i = 0
             if carry:  # finish the batch the previous block began
                 i = self.batch_size - sum(len(y) for _, y in carry)
                 carry.append((block.index_select(0, local[:i]), targets[:i]))
                 if sum(len(y) for _, y in carry) < self.batch_size:  # a block smaller than a batch
-                    del block
                     continue
                 yield torch.cat([x for x, _ in carry]), torch.cat([y for _, y in carry])
                 carry = []
@@ -112,7 +116,6 @@ class BlockShuffledBatches:
                     carry.append(batch)
                 else:
                     yield batch
-            del block  # before the next block is read
         if carry and not self.drop_last:
             yield torch.cat([x for x, _ in carry]), torch.cat([y for _, y in carry])
 

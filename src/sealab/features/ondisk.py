@@ -57,10 +57,18 @@ class NpyRows:
     def row_bytes(self) -> int:
         return self.shape[1] * self.dtype.itemsize
 
-    def read(self, start: int, stop: int) -> np.ndarray:
-        """Rows ``start:stop`` (clipped to the file) in the file's dtype."""
+    def read(self, start: int, stop: int, out: np.ndarray | None = None) -> np.ndarray:
+        """Rows ``start:stop`` (clipped to the file) in the file's dtype; into the first rows of
+        ``out`` when given (a reused buffer: a fresh block-sized allocation costs page faults
+        that take longer than the read)."""
         start, stop = max(0, start), min(stop, len(self))
-        out = np.empty((max(0, stop - start), self.dim), dtype=self.dtype)
+        count = max(0, stop - start)
+        if out is None:
+            out = np.empty((count, self.dim), dtype=self.dtype)
+        elif out.dtype != self.dtype or out.shape[1:] != (self.dim,) or len(out) < count or not out.flags.c_contiguous:
+            raise ValueError(f"a buffer of {count} x {self.dim} {self.dtype} rows is needed, got "
+                             f"{out.shape} {out.dtype}")
+        out = out[:count]
         view, got = memoryview(out).cast("B"), 0
         with self.path.open("rb", buffering=0) as f:
             f.seek(self.offset + start * self.row_bytes)
@@ -72,9 +80,11 @@ class NpyRows:
         return out
 
     def blocks(self, block_rows: int):
-        """``(start, rows)`` of consecutive blocks of ``block_rows`` rows, in file order."""
+        """``(start, rows)`` of consecutive blocks of ``block_rows`` rows, in file order, all
+        read into one buffer: a block is overwritten by the next."""
+        buffer = np.empty((min(block_rows, len(self)), self.dim), dtype=self.dtype)
         for start in range(0, len(self), block_rows):
-            yield start, self.read(start, start + block_rows)
+            yield start, self.read(start, start + block_rows, buffer)
 
     def mean(self, block_rows: int) -> torch.Tensor:
         """The column mean, accumulated block by block in float64, as float32."""
@@ -108,7 +118,10 @@ class StreamedFeatures:
     def with_transform(self, transform: Callable[[torch.Tensor], torch.Tensor]) -> "StreamedFeatures":
         return StreamedFeatures(self.rows, self.targets, self.block_rows, transform)
 
-    def read(self, start: int, stop: int) -> torch.Tensor:
-        """Rows ``start:stop`` as float32, transformed."""
-        x = torch.from_numpy(self.rows.read(start, stop)).float()
+    def read(self, start: int, stop: int, raw: np.ndarray | None = None,
+             out: torch.Tensor | None = None) -> torch.Tensor:
+        """Rows ``start:stop`` as float32, transformed; through the buffers ``raw`` (the file's
+        dtype) and ``out`` (float32) when given, whose first rows they then are."""
+        rows = torch.from_numpy(self.rows.read(start, stop, raw))
+        x = rows.float() if out is None else out[:len(rows)].copy_(rows)
         return self.transform(x) if self.transform is not None else x
