@@ -1,4 +1,5 @@
-"""Fine-tuning: it trains the whole backbone (a copy), learns, anneals to 0, runs end to end."""
+"""Fine-tuning: it trains the whole backbone (a copy), learns, anneals to 0, runs end to end;
+a killed job resumes exactly; layer-wise lr decay, gradient accumulation, precision."""
 
 import math
 
@@ -15,6 +16,7 @@ from torch.utils.data import Dataset
 from sealab.backbones.random_features import RandomReLUFeatures
 from sealab.backbones.timm_backbone import TimmBackbone
 from sealab.features.extract import extract_features, run_model
+from sealab.methods.image_training import checkpoint_to_resume, resolve_precision
 from sealab.task import MultiClass, MultiLabel
 
 COLOURS = np.array([(220, 30, 30), (30, 200, 40), (40, 40, 230)], dtype=np.uint8)
@@ -171,3 +173,136 @@ def test_sealab_train_fine_tunes_end_to_end(tmp_path):
     assert not (tmp_path / "cache").exists()  # nothing was extracted
     state = torch.load(path.parent / "classifier.pt", weights_only=True)
     assert "head.weight" in state and any(k.startswith("backbone.model.") for k in state)
+    assert (path.parent / "checkpoints" / "last.ckpt").is_file()  # in the run dir, to resume from
+
+
+class Killed(Exception):
+    pass
+
+
+class KillAt(L.Callback):
+    """Stands for a job killed right after optimiser step ``step`` (before its checkpoint)."""
+
+    def __init__(self, step):
+        self.step = step
+
+    def on_train_batch_end(self, trainer, *args):
+        if trainer.global_step == self.step:
+            raise Killed
+
+
+class Steps(L.Callback):
+    """The global step training starts at and the number of batches trained."""
+
+    def __init__(self):
+        self.start, self.batches = None, 0
+
+    def on_train_start(self, trainer, module):
+        self.start = trainer.global_step
+
+    def on_train_batch_end(self, *args):
+        self.batches += 1
+
+
+@pytest.mark.parametrize("every, killed_at, saved_at, resume_from", [
+    (2, 6, 4, None),  # mid-epoch checkpoint; relaunched in its own run dir: resumes automatically
+    (None, 5, 3, "killed"),  # epoch-end checkpoint; another run dir, pointed at the killed one
+])
+def test_a_killed_job_resumes_at_its_saved_step_and_ends_with_the_uninterrupted_weights(
+        tmp_path, every, killed_at, saved_at, resume_from):
+    train, epochs, batch = ColourImages(24, seed=0), 3, 8  # 3 steps an epoch, 9 in all
+    settings = ["method.epochs=3", f"method.batch_size={batch}", f"method.checkpoint_every_n_steps={every or 'null'}"]
+
+    def fit(run_dir, *callbacks, resume=None):
+        L.seed_everything(0)
+        method = finetune(tmp_path, *settings, *([f"method.resume_from={resume}"] if resume else []))
+        ctx = fit_context(3, callbacks=callbacks, run_dir=run_dir)
+        return snapshot(method.fit_images(train, None, tiny_backbone(), ctx).scorer)
+
+    uninterrupted = fit(tmp_path / "uninterrupted")
+    with pytest.raises(Killed):
+        fit(tmp_path / "killed", KillAt(killed_at))
+    saved = torch.load(tmp_path / "killed" / "checkpoints" / "last.ckpt", weights_only=False)
+    assert saved["global_step"] == saved_at
+    # The steps after the checkpoint still change the weights: equality below is not trivial.
+    assert not torch.allclose(saved["state_dict"]["heads.0.weight"], uninterrupted["head.weight"], atol=1e-4)
+    steps = Steps()
+    resumed_dir = tmp_path / ("killed" if resume_from is None else "relaunched")
+    resumed = fit(resumed_dir, steps, resume=resume_from and tmp_path / resume_from)
+    assert steps.start == saved_at
+    assert steps.batches == epochs * len(train) // batch - saved_at  # the rest, nothing replayed
+    assert uninterrupted.keys() == resumed.keys()
+    for key, value in uninterrupted.items():
+        torch.testing.assert_close(resumed[key], value, rtol=0, atol=1e-6, msg=key)
+
+
+def test_resume_from_names_what_it_needs(tmp_path):
+    run_dir = tmp_path / "run"
+    assert checkpoint_to_resume(None, run_dir) is None  # a fresh run
+    with pytest.raises(FileNotFoundError, match="method.resume_from=last"):
+        checkpoint_to_resume("last", run_dir)
+    with pytest.raises(FileNotFoundError, match="no run dir"):
+        checkpoint_to_resume("last", None)
+    last = run_dir / "checkpoints" / "last.ckpt"
+    last.parent.mkdir(parents=True)
+    last.touch()
+    assert checkpoint_to_resume(None, run_dir) == checkpoint_to_resume("last", run_dir) == last
+    assert checkpoint_to_resume(str(run_dir), tmp_path / "new") == last
+    assert checkpoint_to_resume(str(last), None) == last
+
+
+def tiny_vit():
+    return TimmBackbone("vit_tiny_patch16_224", pretrained=False, img_size=32, name="vit_tiny_random_init")
+
+
+def test_layer_decay_gives_each_block_its_hand_worked_rate(tmp_path):
+    lr, head_lr, decay, wd = 0.1, 0.3, 0.5, 1e-4
+    method = finetune(tmp_path, f"method.optimizer.lr={lr}", f"method.head_lr={head_lr}",
+                      f"method.layer_decay={decay}", f"method.optimizer.weight_decay={wd}")
+    module = method.build(ColourImages(4, seed=0), tiny_vit(), make_ctx())
+    rate = {id(p): (g["lr"], g.get("weight_decay", wd)) for g in module.param_groups for p in g["params"]}
+    params = dict(module.backbone.model.named_parameters())
+    assert len(rate) == len(params) + 1 == sum(len(g["params"]) for g in module.param_groups)
+    # ViT-Tiny has 12 blocks: block i trains at 0.1 * 0.5^(12 - i) (block 11: 0.05, block 0:
+    # 0.1 / 4096); the embeddings one step deeper (0.1 / 8192); the final norm as block 11.
+    expected = {"cls_token": (0.1 / 8192, 0), "pos_embed": (0.1 / 8192, 0),
+                "patch_embed.proj.weight": (0.1 / 8192, wd), "patch_embed.proj.bias": (0.1 / 8192, 0),
+                "blocks.0.attn.qkv.weight": (0.1 / 4096, wd), "blocks.0.norm1.weight": (0.1 / 4096, 0),
+                "blocks.5.mlp.fc1.weight": (0.1 / 128, wd), "blocks.11.mlp.fc2.bias": (0.05, 0),
+                "blocks.11.attn.proj.weight": (0.05, wd), "norm.weight": (0.05, 0)}
+    for name, (lr_, wd_) in expected.items():
+        assert rate[id(params[name])] == pytest.approx((lr_, wd_), rel=1e-12), name
+    assert rate[id(module.head.weight)] == (head_lr, wd)
+    # Without layer decay: one backbone group at optimizer.lr, the head at head_lr.
+    plain = finetune(tmp_path, f"method.head_lr={head_lr}").build(ColourImages(4, seed=0), tiny_vit(), make_ctx())
+    assert [g.get("lr") for g in plain.param_groups] == [None, head_lr]
+
+
+def test_accumulating_k_batches_of_b_equals_one_batch_of_k_times_b(tmp_path):
+    """A ViT (LayerNorm, no BatchNorm): a step on 2 accumulated batches of 4 is a step on the
+    same 8 images (the sampler's order and augmentations do not depend on the batch size)."""
+    train = ColourImages(24, seed=0)
+
+    def fit(*settings):
+        L.seed_everything(0)
+        method = finetune(tmp_path, "method.epochs=1", "method.optimizer.lr=0.01", *settings)
+        return snapshot(method.fit_images(train, None, tiny_vit(), make_ctx()).scorer)
+
+    big = fit("method.batch_size=8")
+    accumulated = fit("method.batch_size=4", "method.accumulate_grad_batches=2")
+    for key, value in big.items():
+        torch.testing.assert_close(accumulated[key], value, rtol=1e-4, atol=1e-6, msg=key)
+    small = fit("method.batch_size=4")  # twice the steps: far from it
+    assert not torch.allclose(small["head.weight"], big["head.weight"], rtol=1e-3, atol=1e-5)
+
+
+def test_precision_auto_is_32_on_the_cpu_and_bf16_mixed_on_a_bf16_gpu(monkeypatch):
+    assert resolve_precision("auto", torch.device("cpu")) == "32"
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)
+    assert resolve_precision("auto", torch.device("cuda", 0)) == "bf16-mixed"
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: False)
+    assert resolve_precision("auto", torch.device("cuda", 0)) == "32"
+    assert resolve_precision(32, torch.device("cpu")) == "32"  # as YAML reads `precision: 32`
+    assert resolve_precision("16-mixed", torch.device("cuda", 0)) == "16-mixed"
+    with pytest.raises(ValueError, match="method.precision='fp16'"):
+        resolve_precision("fp16", torch.device("cpu"))

@@ -264,7 +264,8 @@ class ImageTraining(ImageMethod):
         saving: dict[str, Any] = {}
         if ctx.run_dir is not None:
             callbacks.append(ModelCheckpoint(
-                dirpath=ctx.run_dir / CHECKPOINT_DIR, save_top_k=0, save_last=True, enable_version_counter=False,
+                # One file, overwritten at every save (save_last would skip epoch ends here).
+                dirpath=ctx.run_dir / CHECKPOINT_DIR, filename=Path(LAST).stem, enable_version_counter=False,
                 every_n_train_steps=self.checkpoint_every_n_steps, save_on_train_epoch_end=True))
             saving = {"enable_checkpointing": True, "plugins": [AtomicCheckpointIO()]}
         trainer = ctx.make_trainer(
