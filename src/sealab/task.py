@@ -175,5 +175,19 @@ class MultiLabel(Task):
         return {MAP11: mean_average_precision_11(scores, y)}
 
 
+def class_indices(y: torch.Tensor, where: str) -> torch.Tensor:
+    """``y`` as int64 class indices. Whole-number floats (0.0, 1.0, ...) are accepted; any other
+    float is refused, naming ``where``: truncating 0.5 to 0 would silently merge classes."""
+    if y.is_floating_point():
+        fractional = (y != y.round()).flatten()  # NaN too
+        if fractional.any():
+            row = int(fractional.nonzero()[0])
+            raise ValueError(
+                f"{where}: class labels must be whole numbers 0..C-1, but {int(fractional.sum())} are not "
+                f"(the first, at position {row}, is {y.flatten()[row].item()}). Fix the labels; for targets "
+                "with several classes per example (n x C, 0/1) set dataset.multilabel=true.")
+    return y.long()
+
+
 def make_task(num_classes: int, multilabel: bool = False, primary_metric: str | None = None) -> Task:
     return (MultiLabel if multilabel else MultiClass)(num_classes, primary_metric)

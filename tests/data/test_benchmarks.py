@@ -447,3 +447,11 @@ def test_an_empty_train_list_is_named(tmp_path):
     files["train"].write_text("")
     with pytest.raises(DatasetNotFoundError, match=r"train\.txt lists no images"):
         load("caltech101", fab.root, split_files_override(files), output_dir=tmp_path)
+
+
+def test_an_empty_test_list_is_named_before_any_training(tmp_path):
+    fab = caltech101(tmp_path / "caltech101")
+    files = caltech101_split_files(fab, tmp_path / "lists")
+    files["test"].write_text("")
+    with pytest.raises(DatasetNotFoundError, match=r"test\.txt lists no images"):
+        load("caltech101", fab.root, split_files_override(files), output_dir=tmp_path)

@@ -106,6 +106,10 @@ class BenchmarkDataset(ImageDataset):
                 raise DatasetChecksumError(self.name, self.root, corrupted,
                                            self.how_to_get.format(root=self.root)) from err
             raise self.not_found([], problem=f"torchvision could not read it: {err}") from err
+        # An empty split would fail only once it is used, perhaps after training.
+        empty = [name for name in SPLITS if not len(self._splits[name].indices)]
+        if empty:
+            raise self.not_found([], problem=f"the {' and '.join(empty)} split(s) hold no images")
 
     def not_found(self, missing: list[str], problem: str | None = None,
                   root: Path | None = None) -> DatasetNotFoundError:

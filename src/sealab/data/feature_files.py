@@ -7,6 +7,8 @@
 
 from __future__ import annotations
 
+import pickle
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -15,9 +17,48 @@ import torch
 
 from sealab.data.base import SPLITS, PrecomputedFeatures, check_split_name
 from sealab.data.splits import stratified_holdout
-from sealab.task import make_task
+from sealab.task import class_indices, make_task
 
 SUFFIXES = (".pt", ".pth", ".npy", ".npz")
+# What each file must hold, for the messages about one that holds something else.
+HOLDS = {"features": "an n x d array of numbers (one row per example)",
+         "labels": "n class indices 0..C-1 (a tensor, array or list of integers; n x C 0/1 for multi-label)"}
+# What torch.load and np.load raise for a file cut short or not written by torch.save / np.save.
+UNREADABLE = (OSError, EOFError, RuntimeError, ValueError, pickle.UnpicklingError, zipfile.BadZipFile)
+
+
+def _load(path: Path, suffix: str, key: str) -> Any:
+    if suffix in (".pt", ".pth"):
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+        if isinstance(obj, dict):
+            if key not in obj:
+                raise KeyError(f"{path} holds a dict without a {key!r} entry (keys: {list(obj)})")
+            obj = obj[key]
+        return obj
+    if suffix == ".npy":
+        return np.load(path, allow_pickle=False)
+    with np.load(path, allow_pickle=False) as archive:
+        if key not in archive:
+            raise KeyError(f"{path} has no array {key!r} (arrays: {list(archive.keys())})")
+        return archive[key]
+
+
+def _as_numbers(obj: Any, path: Path, key: str) -> torch.Tensor:
+    """``obj`` as a tensor of numbers, or an error naming the file and what it should hold."""
+    if isinstance(obj, (list, tuple, np.ndarray)):
+        array = np.asarray(obj)
+        if array.dtype.kind in "biuf":
+            return torch.from_numpy(array)
+        kind = "text" if array.dtype.kind in "US" else f"{array.dtype} values"
+        found = f"{kind} (e.g. {array.flat[0].item()!r})" if array.size else "nothing"
+        hint = (" Map each class name to an index 0..C-1 (and give the names in dataset.class_names)."
+                if key == "labels" else "")
+        raise TypeError(f"{path}: {key} must be numbers, but it holds {found}; it should hold {HOLDS[key]}.{hint}")
+    if isinstance(obj, torch.Tensor):
+        return obj
+    # (only a .pt file, which torch.save may fill with any picklable value, gets here)
+    raise TypeError(f"{path} holds a {type(obj).__name__} ({str(obj)[:40]!r}), not {key}: it should hold "
+                    f"{HOLDS[key]}, or a dict with a {key!r} entry holding that.")
 
 
 def _read_array(path: Path, key: str) -> torch.Tensor:
@@ -27,21 +68,18 @@ def _read_array(path: Path, key: str) -> torch.Tensor:
             f"{'/'.join(SUFFIXES)} file."
         )
     suffix = path.suffix.lower()
-    if suffix in (".pt", ".pth"):
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-        if isinstance(obj, dict):
-            if key not in obj:
-                raise KeyError(f"{path} holds a dict without a {key!r} entry (keys: {list(obj)})")
-            obj = obj[key]
-        return torch.as_tensor(obj)
-    if suffix == ".npy":
-        return torch.from_numpy(np.load(path, allow_pickle=False))
-    if suffix == ".npz":
-        with np.load(path, allow_pickle=False) as archive:
-            if key not in archive:
-                raise KeyError(f"{path} has no array {key!r} (arrays: {list(archive.keys())})")
-            return torch.from_numpy(archive[key])
-    raise ValueError(f"unsupported file type {path.name!r}: use one of {SUFFIXES}")
+    if suffix not in SUFFIXES:
+        raise ValueError(f"unsupported file type {path.name!r}: use one of {SUFFIXES}")
+    try:
+        obj = _load(path, suffix, key)
+    except UNREADABLE as err:
+        reason = str(err).splitlines()[0][:200]
+        raise ValueError(
+            f"{path}: cannot read it as a {suffix} file ({type(err).__name__}: {reason}). A file cut short "
+            f"(an interrupted write or copy) gives this: write it again, with "
+            f"{'torch.save (tensors only)' if suffix in ('.pt', '.pth') else 'numpy.save / numpy.savez'}."
+        ) from err
+    return _as_numbers(obj, path, key)
 
 
 def load_feature_file(
@@ -51,7 +89,8 @@ def load_feature_file(
     values are checked by the dataset's task once the number of classes is known)."""
     features = Path(features)
     x = _read_array(features, "features").float()
-    y = _read_array(Path(labels) if labels else features, "labels")
+    labels_file = Path(labels) if labels else features
+    y = _read_array(labels_file, "labels")
     if x.ndim != 2:
         raise ValueError(f"{features}: features must be a 2-d (n x d) array, got shape {tuple(x.shape)}")
     if len(y) != len(x):
@@ -65,7 +104,7 @@ def load_feature_file(
             f"{features}: {int(bad.sum())} feature rows contain NaN or Inf (first at row "
             f"{int(bad.nonzero()[0])}); re-extract the features or drop those rows."
         )
-    return x, (y.float() if multilabel else y.long())
+    return x, (y.float() if multilabel else class_indices(y, f"labels ({labels_file})"))
 
 
 class FeatureFiles(PrecomputedFeatures):
@@ -99,6 +138,10 @@ class FeatureFiles(PrecomputedFeatures):
         loaded = {s: load_feature_file(*self.files[s], multilabel) for s in ("train", "test")}
         if val_features:
             loaded["val"] = load_feature_file(val_features, val_labels, multilabel)
+        for s, (x, _) in loaded.items():
+            if not len(x):  # caught here, not after training (test) or in a numpy reduction (train)
+                raise ValueError(f"dataset {name!r}: the {s} split is empty ({self.files[s][0]} has no rows): "
+                                 f"point dataset.{s}_features at a file with examples")
         else:
             x, y = loaded["train"]
             keep, held = stratified_holdout(y.numpy(), val_fraction, seed, dataset=name)

@@ -88,8 +88,9 @@ def splits_from_files(dataset: BenchmarkDataset, files: Mapping[str, Path], imag
     if problems:
         more = f" (and {len(problems) - 5} more)" if len(problems) > 5 else ""
         raise dataset.not_found([], problem="; ".join(problems[:5]) + more)
-    if not len(read["train"][1]):
-        raise dataset.not_found([], problem=f"{files['train']} lists no images")
+    empty = [f"{files[s]} lists no images" for s, (_, labels, _) in read.items() if not len(labels)]
+    if empty:  # every split is used: an empty test list would fail only after training
+        raise dataset.not_found([], problem="; ".join(empty))
     num_classes = 1 + max(int(labels.max()) for _, labels, _ in read.values() if len(labels))
     uncovered = sorted(set(range(num_classes)) - set(read["train"][1].tolist()))
     if uncovered:
