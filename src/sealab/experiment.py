@@ -22,6 +22,7 @@ from sealab.checks import check_run_config, one_of
 from sealab.data.base import DatasetBase, ImageDataset, PrecomputedFeatures
 from sealab.device import resolve_device, trainer_placement
 from sealab.features.extract import PRECISIONS, run_model
+from sealab.features.ondisk import STREAMING_RULES, StreamedFeatures, streamed_train_split
 from sealab.features.store import CACHE_DTYPES, CACHE_SETTINGS, SplitFeatures, load_split_features
 from sealab.fileio import atomic_write_bytes, atomic_write_json
 from sealab.heads.normalize import NORMS, FeatureNormalizer
@@ -38,7 +39,7 @@ log = logging.getLogger(__name__)
 # import them); checked with the rest of the config before any data is read.
 CHOICE_RULES = {"norm": one_of(*NORMS), "extract.precision": one_of(*PRECISIONS),
                 "extract.cache_dtype": one_of(*CACHE_DTYPES), "method.augmenter.mode": one_of(*NUMERICS),
-                "method.dtype": one_of(*DTYPES)}
+                "method.dtype": one_of(*DTYPES), **STREAMING_RULES}
 
 
 @torch.no_grad()
@@ -69,14 +70,19 @@ def best_on_validation(metrics: list[dict[str, float]], key: str) -> int:
     return max(range(len(metrics)), key=lambda i: (metrics[i][key], -i))
 
 
-def _fit_and_score(method: Method, train: Features, val: Features | None, test: Features, norm: str,
-                   ctx: FitContext) -> Fitted:
-    """Fit on ``train`` (normaliser included) and score val and test; of a grid, the head with
-    the best validation primary metric wins (ties: the first in grid order)."""
-    normalizer = FeatureNormalizer(norm).fit(train[0])
+def _fit_and_score(method: Method, train: Features | StreamedFeatures, val: Features | None, test: Features,
+                   norm: str, ctx: FitContext) -> Fitted:
+    """Fit on ``train`` (normaliser included; a streamed split is normalised block by block) and
+    score val and test; of a grid, the head with the best validation primary metric wins (ties:
+    the first in grid order)."""
+    if isinstance(train, StreamedFeatures):
+        normalizer = FeatureNormalizer(norm).fit_rows(train.rows, train.block_rows)
+        fit_train = train.with_transform(normalizer.normalize_)
+    else:
+        normalizer = FeatureNormalizer(norm).fit(train[0])
+        fit_train = (normalizer(train[0]), train[1])
     start = time.perf_counter()
-    result = method.fit((normalizer(train[0]), train[1]),
-                        None if val is None else (normalizer(val[0]), val[1]), ctx)
+    result = method.fit(fit_train, None if val is None else (normalizer(val[0]), val[1]), ctx)
     fit_seconds = time.perf_counter() - start
     # Val is scored here unless the method measured it before training on it.
     scored = {"test": test} if val is None or result.val_metrics else {"val": val, "test": test}
@@ -99,7 +105,15 @@ def _fit_and_score(method: Method, train: Features, val: Features | None, test: 
 
 
 def _fit_on_features(method: Method, features: SplitFeatures, cfg: DictConfig, ctx: FitContext) -> Fitted:
-    train, val, test = (features.splits[s] for s in ("train", "val", "test"))
+    entry = features.files.get("train")
+    streamed = streamed_train_split(entry and entry.features, entry and entry.labels, cfg.features.in_memory,
+                                    cfg.features.memory_budget_gb, cfg.features.block_rows, method.streams,
+                                    method.name)
+    if streamed is not None and cfg.fit_on != "train":
+        raise ValueError("fit_on=trainval needs train and val in one matrix, but the training features are "
+                         "streamed from disk (features.in_memory): use fit_on=train or features.in_memory=true")
+    train = streamed or features.splits["train"]  # a streamed split is never loaded
+    val, test = features.splits["val"], features.splits["test"]
     if cfg.fit_on == "train":
         return _fit_and_score(method, train, val, test, cfg.norm, ctx)
     trainval = (torch.cat([train[0], val[0]]), torch.cat([train[1], val[1]]))

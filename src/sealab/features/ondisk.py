@@ -8,6 +8,7 @@ ImageNet-size features looks, and may be treated by an OOM killer, as if it were
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Callable
 
@@ -15,7 +16,14 @@ import numpy as np
 import torch
 from numpy.lib import format as npy_format
 
+from sealab.checks import Rule, integer, positive
+
+log = logging.getLogger(__name__)
+
 STREAMABLE_DTYPES = (np.dtype(np.float16), np.dtype(np.float32))
+# The ``features.*`` settings, checked with the run's config before any data is read.
+STREAMING_RULES = {"features.in_memory": Rule("bool", also=("auto",)),
+                   "features.memory_budget_gb": positive(), "features.block_rows": integer(1)}
 
 
 class NpyRows:
@@ -125,3 +133,39 @@ class StreamedFeatures:
         rows = torch.from_numpy(self.rows.read(start, stop, raw))
         x = rows.float() if out is None else out[:len(rows)].copy_(rows)
         return self.transform(x) if self.transform is not None else x
+
+
+def streamed_train_split(features_path: Path | None, labels_path: Path | None, in_memory: bool | str,
+                         memory_budget_gb: float, block_rows: int, method_streams: bool,
+                         method: str) -> StreamedFeatures | None:
+    """The training split to stream from ``features_path`` (a ``features.npy``), or None to load
+    it in RAM, following the ``features.*`` settings: ``in_memory`` true (load), false (stream)
+    or auto (stream when the split as float32 exceeds ``memory_budget_gb``). ``features_path``
+    is None when the features have no single file (an ensemble, precomputed files). A method
+    that needs every feature in RAM (``method_streams`` False) fails when asked to stream."""
+    if in_memory not in ("auto", True, False):
+        raise ValueError(f"features.in_memory={in_memory!r}: choose auto, true or false")
+    if in_memory is True:
+        return None
+    if features_path is None:
+        if in_memory is False:
+            raise ValueError("features.in_memory=false streams the training split from the feature cache's "
+                             "features.npy, but these features have no such file (an ensemble of backbones or "
+                             "precomputed feature files): use features.in_memory=true or auto")
+        return None
+    rows = NpyRows(features_path)
+    gib = len(rows) * rows.dim * 4 / 2**30
+    if in_memory == "auto" and gib <= memory_budget_gb:
+        return None
+    if not method_streams:
+        if in_memory is False:
+            raise ValueError(f"method={method} needs every training feature in memory, but features.in_memory="
+                             "false asks to stream them: use features.in_memory=true (or auto), or a method "
+                             "trained by SGD on batches (linear, sea, ...)")
+        log.warning("method=%s loads %.1f GiB of training features in memory (over features.memory_budget_gb=%s): "
+                    "it cannot stream them", method, gib, memory_budget_gb)
+        return None
+    log.info("streaming %.1f GiB of training features (as float32) from %s in blocks of %d rows",
+             gib, features_path, block_rows)
+    targets = torch.from_numpy(np.load(labels_path, allow_pickle=False))
+    return StreamedFeatures(rows, targets, block_rows)
