@@ -174,6 +174,9 @@ def run(cfg: DictConfig, config_hash: str | None = None) -> dict[str, Any]:
         raise ValueError(f"method={method.name} trains the backbone on images, but dataset "
                          f"{dataset.name} holds precomputed features: choose an image dataset")
     backbone = None if precomputed else instantiate(cfg.backbone)
+    if precomputed:  # no backbone runs: the features name their own (dataset.backbone)
+        with open_dict(cfg):
+            cfg.backbone = None
     atomic_write_json(run_dir / "dataset.json", dataset.describe())
 
     with run_logger(cfg) as logger:
