@@ -1,9 +1,18 @@
-"""dataset=features: no backbone runs, so nothing names the default backbone config
-(random_features); the run directories, console and metrics.json name the features' own."""
+"""Faults of docs/reliability.md without a home elsewhere: precomputed features named by their
+own backbone, misspelt keys, a stale lock file and NaN features from a backbone."""
 
+import json
+import os
+import time
+
+import pytest
 import torch
 from helpers import compose_train, metrics_files, read_metrics, run_train
+from hydra.errors import ConfigCompositionException
 from omegaconf import OmegaConf
+
+from sealab.features.locks import key_lock
+from sealab.features.store import check_features
 
 
 def feature_files(root):
@@ -32,3 +41,29 @@ def test_unnamed_features_are_called_precomputed_in_sweep_dirs(tmp_path):
     cfg = compose_train(["dataset=features"], output_dir=tmp_path)
     assert OmegaConf.select(cfg, "hydra.sweep.subdir") == "0_features_precomputed_sea"
     assert OmegaConf.select(compose_train([], tmp_path), "hydra.sweep.subdir") == "0_digits_random_features_sea"
+
+
+@pytest.mark.parametrize("override, named", [("method.augmentr.eta=0.3", "method.augmentr.eta"),
+                                             ("epochs=3", "epochs")])
+def test_a_misspelt_key_is_refused_naming_it(override, named, tmp_path):
+    with pytest.raises(ConfigCompositionException, match=rf"Could not override '{named}'"):
+        compose_train([override], output_dir=tmp_path)
+
+
+def test_a_lock_file_left_by_a_dead_process_does_not_block(tmp_path):
+    # what a killed extraction leaves: its lock file and its holder record (a pid no longer alive)
+    (tmp_path / "k.lock").write_text("")
+    (tmp_path / "k.holder.json").write_text(json.dumps({"pid": 2**22 + 7, "host": os.uname().nodename,
+                                                        "since": "yesterday"}))
+    start = time.monotonic()
+    with key_lock(tmp_path, "k", timeout=5.0):
+        assert time.monotonic() - start < 1.0
+        assert json.loads((tmp_path / "k.holder.json").read_text())["pid"] == os.getpid()
+
+
+def test_nan_features_from_a_backbone_are_refused_naming_the_split():
+    x = torch.ones(4, 3)
+    x[2, 1] = float("inf")
+    with pytest.raises(ValueError, match="train: 1 feature rows contain NaN/Inf"):
+        check_features(x, "train")
+    check_features(torch.ones(4, 3), "train")

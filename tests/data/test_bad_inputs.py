@@ -95,3 +95,12 @@ def test_an_image_dataset_with_an_empty_split_is_refused_when_made(tmp_path):
 
     with pytest.raises(DatasetNotFoundError, match="the test split.* hold no images"):
         OneEmptySplit(tmp_path)
+
+
+@pytest.mark.parametrize("name, dtype", [("x.npy", np.float16), ("x.pt", torch.bfloat16), ("x.pt", torch.float16)])
+def test_half_precision_features_are_read_as_their_exact_float32_values(tmp_path, name, dtype):
+    x = torch.randn(10, 4)
+    stored = x.numpy().astype(dtype) if name.endswith(".npy") else x.to(dtype)
+    path = save(tmp_path / name, stored)
+    loaded, _ = load_feature_file(path, save(tmp_path / "y.pt", torch.arange(10) % 2), multilabel=False)
+    assert loaded.dtype == torch.float32 and torch.equal(loaded, torch.as_tensor(stored).float())
