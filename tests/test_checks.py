@@ -60,6 +60,8 @@ def test_a_rule_describes_its_range():
     (["method=knn", "method.k=0"], "method.k=0: must be an integer >= 1"),
     (["method=gda", "method.shrinkage=1.5"], "method.shrinkage=1.5: must be a number in [0, 1] or 'auto'"),
     (["extract.batch_size=0"], "extract.batch_size=0: must be an integer >= 1"),
+    (["extract.lock_timeout=-5"], "extract.lock_timeout=-5: must be a number >= 0"),
+    (["devices=0"], "devices=0: must be an integer >= 1"),
     (["extract.precision=fp8"], "extract.precision='fp8': must be one of 'fp32', 'bf16', 'fp16'"),
     (["method.augmenter.mode=exact"], "method.augmenter.mode='exact': must be one of 'clean', 'faithful'"),
     (["method=logreg", "method.dtype=half"], "method.dtype='half': must be one of 'float32', 'float64'"),

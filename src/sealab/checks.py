@@ -112,10 +112,13 @@ RULES: dict[str, Rule] = {
     "num_threads": integer(1, nullable=True),
     "devices": COUNT,
     "save_classifier": BOOL,
+    "resume": BOOL,
     # extraction
     "extract.batch_size": COUNT,
     "extract.num_workers": WORKERS,
     "extract.channels_last": BOOL,
+    "extract.shard_size": COUNT,
+    "extract.lock_timeout": number(0),  # seconds; 0: give up at once when another job holds the entry
     # the SGD probe and its components (method=linear and every augmenter; finetune)
     "method.epochs": COUNT,
     "method.steps": integer(1, nullable=True),
