@@ -6,12 +6,13 @@ from __future__ import annotations
 import json
 import logging
 import os
-import statistics
 import struct
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
-from helpers import compose_train, metrics_files, read_metrics, run_train
+from helpers import QUIET, compose_train, metrics_files, read_metrics
 from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from omegaconf import OmegaConf, open_dict, read_write
@@ -58,36 +59,44 @@ def read_run(run_dir: Path) -> dict:
             "tags": list(run.tags), "project": run.project, "summary": summary, "dir": run_dir}
 
 
-def test_a_multirun_logs_one_wandb_run_per_job_grouped_by_its_sweep(tmp_path, monkeypatch):
+def test_a_multirun_logs_one_wandb_run_per_job_grouped_by_its_sweep(tmp_path):
     wandb_dir = tmp_path / "wandb_dir"
     wandb_dir.mkdir()
-    monkeypatch.setenv("WANDB_DIR", str(wandb_dir))
-    run_train(tmp_path, "logger=wandb", "method=linear", "method.epochs=2", "seed=0,1", multirun=True)
+    # The third job fails (an unknown norm): the table is then logged at exit, with its failure.
+    env = {**os.environ, "SEALAB_ROOT": str(tmp_path), "WANDB_MODE": "offline", "WANDB_DIR": str(wandb_dir)}
+    proc = subprocess.run([sys.executable, "-m", "sealab.train", "-m", "logger=wandb", "method=linear",
+                           "method.epochs=2", "norm=l2,none,bogus", *QUIET], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode != 0 and "norm='bogus'" in proc.stdout + proc.stderr, proc.stderr[-3000:]
     (sweep,) = (tmp_path / "multirun").glob("*/*")
     runs = [read_run(d) for d in sorted((wandb_dir / "wandb").glob("offline-run-*"))]
-    assert not list(sweep.rglob("offline-run-*"))  # WANDB_DIR, not the run dirs
-    jobs = [r for r in runs if r["job_type"] == "train"]
-    # The fixed override (method.epochs) is in no name; the swept seed is.
-    assert sorted(r["name"] for r in jobs) == ["digits/random_features/linear seed=0",
-                                               "digits/random_features/linear seed=1"]
+    assert not list(sweep.rglob("offline-run-*"))  # in WANDB_DIR, not in the run dirs
+    jobs = {r["name"]: r for r in runs if r["job_type"] == "train"}
+    # The swept norm names each run; the fixed method.epochs does not.
+    assert sorted(jobs) == ["digits/random_features/linear norm=l2", "digits/random_features/linear norm=none"]
     assert {r["group"] for r in runs} == {sweep.name}
-    assert all(r["tags"] == ["digits", "random_features", "linear"] and r["project"] == "sealab" for r in jobs)
-    records = {r["seed"]: r for r in map(read_metrics, metrics_files(sweep))}
-    for run in jobs:
-        record = records[int(run["name"][-1])]
-        assert run["summary"]["fit_seconds"] == pytest.approx(record["fit_seconds"])
-        assert run["summary"]["extract_seconds"] == pytest.approx(record["extract_seconds"])
-        assert run["summary"]["cache_hit"] == record["cache_hit"]
-        assert run["summary"]["primary_metric"] == "test/top1"
-        assert run["summary"]["primary"] == pytest.approx(record["metrics"]["test/top1"])
-    # The sweep's table, in a run of the same group: mean ± std over the two seeds, in %.
+    assert all(r["tags"] == ["digits", "random_features", "linear"] and r["project"] == "sealab"
+               for r in jobs.values())
+    records = {r["norm"]: r for r in map(read_metrics, metrics_files(sweep))}
+    for norm, record in records.items():
+        summary = jobs[f"digits/random_features/linear norm={norm}"]["summary"]
+        assert summary["fit_seconds"] == pytest.approx(record["fit_seconds"])
+        assert summary["extract_seconds"] == pytest.approx(record["extract_seconds"])
+        assert summary["cache_hit"] == record["cache_hit"]
+        assert summary["primary_metric"] == "test/top1"
+        assert summary["primary"] == pytest.approx(record["metrics"]["test/top1"])
+    # The sweep's tables, in a run of the same group: results in %, then the failed job.
     (summary_run,) = [r for r in runs if r["job_type"] == "summary"]
-    (table_file,) = (summary_run["dir"] / "files" / "media" / "table").glob("summary_*.table.json")
-    table = json.loads(table_file.read_text())
-    top1 = [100 * r["metrics"]["test/top1"] for r in records.values()]
-    assert table["columns"] == ["method", "digits/random_features"]
-    assert table["data"] == [["linear (method.epochs=2)",
-                              f"{statistics.mean(top1):.2f} ± {statistics.stdev(top1):.2f}"]]
+    tables = {path.name.rsplit("_", 2)[0]: json.loads(path.read_text())  # summary[_2]_<step>_<hash>.table.json
+              for path in (summary_run["dir"] / "files" / "media" / "table").glob("*.table.json")}
+    results, failures = tables["summary"], tables["summary_2"]
+    assert results["columns"] == ["method", "digits/random_features"]
+    cells = {label: cell for label, cell in results["data"]}
+    assert len(cells) == 2
+    for norm, record in records.items():
+        (label,) = [label for label in cells if f"norm={norm}" in label]
+        assert cells[label] == f"{100 * record['metrics']['test/top1']:.2f}"
+    assert len(failures["data"]) == 1 and "norm=bogus" in " ".join(failures["data"][0])
 
 
 def _job_of_a_sweep(tmp_path: Path, overrides: list[str], swept: list[str] | None, params: dict | None = None):

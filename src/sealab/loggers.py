@@ -141,7 +141,10 @@ def log_sweep_table(logger_cfg: DictConfig | None, sweep: str | Path) -> None:
                           dir=os.environ.get("WANDB_DIR", str(sweep)), mode="offline" if offline else None,
                           settings=dict(logger_cfg.get("settings") or {}))
 
-    run = _start_wandb(start, logger_cfg.offline)
-    run.log({"summary" if i == 0 else f"summary_{i + 1}": wandb.Table(columns=header, data=rows)
-             for i, (header, rows) in enumerate(markdown_tables(path.read_text()))})
-    run.finish()
+    try:
+        run = _start_wandb(start, logger_cfg.offline)
+        run.log({"summary" if i == 0 else f"summary_{i + 1}": wandb.Table(columns=header, data=rows)
+                 for i, (header, rows) in enumerate(markdown_tables(path.read_text()))})
+        run.finish()
+    except Exception as err:  # an extra copy of summary.md: its failure must not fail the sweep
+        log.warning("the sweep's table was not logged to wandb (%s); %s has it", err, path)

@@ -40,6 +40,11 @@ class SweepSummary(Callback):
             write_failure(run_dir, job_return._return_value, config)
         else:  # a re-run (resume=true) that succeeded: the earlier failure is history
             (run_dir / FAILED).unlink(missing_ok=True)
+        if self._sweep_dir is not None:
+            # Registered again after each in-process job, so the exit hook runs before those the
+            # job's libraries registered (wandb's closes the service the sweep's table needs).
+            atexit.unregister(self._summarize)
+            atexit.register(self._summarize)
 
     def _summarize(self) -> None:
         if self._sweep_dir is None:
