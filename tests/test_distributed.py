@@ -106,3 +106,56 @@ def test_sharded_extraction_with_two_gloo_processes(tmp_path):
             assert torch.equal(fx, x) and torch.equal(fy, y)  # exact, in dataset order
     assert sorted(p.name for p in cache.root.iterdir() if p.is_dir()) == sorted(
         cache_key({"k": k}) for k in ("fresh", "resumed"))  # finished entries, no partial left
+
+
+def test_two_cpu_processes_run_equals_one_process_run(tmp_path):
+    """devices=2 on the CPU (gloo) on digits, whose splits (819 / 205 / 773 images) do not divide
+    by 2, with shards of 128 images (train: 7 shards, so rank 1 has none in the last round):
+    the cached features are byte-identical to a one-process extraction, the probe (trained on
+    rank zero) gives the same classifier and metrics, and the outputs are written once."""
+    from helpers import compose_train, metrics_files, read_metrics, run_train
+    from omegaconf import open_dict
+
+    from sealab.experiment import run
+
+    settings = ["method=linear", "method.epochs=2", "extract.shard_size=128", "num_threads=1", "device=cpu",
+                "trainer.enable_progress_bar=false"]
+    two = run_train(tmp_path, "devices=2", *settings)
+    cfg = compose_train(settings, output_dir=tmp_path / "one")  # the same run in this one process
+    with open_dict(cfg):
+        cfg.paths.cache_dir = str(tmp_path / "one_cache")
+    one = run(cfg)
+    (metrics,) = metrics_files(tmp_path / "outputs")
+    record = read_metrics(metrics)
+    assert record["devices"] == 2 and not record["cache_hit"]
+    assert record["metrics"] == one["metrics"]
+    two_head, one_head = (torch.load(d / "classifier.pt") for d in (metrics.parent, tmp_path / "one"))
+    assert two_head.keys() == one_head.keys()
+    assert all(torch.equal(two_head[k], one_head[k]) for k in two_head)
+    # Byte-identical cache entries under the same keys: same rows, same order, nothing padded.
+    entries = sorted((tmp_path / "cache/features").glob("*/features.npy"))
+    assert len(entries) == 3
+    for features in entries:
+        for name in ("features.npy", "labels.npy"):
+            assert (features.parent / name).read_bytes() == \
+                (tmp_path / "one_cache" / features.parent.name / name).read_bytes()
+    # Rank 1 ran in the same run dir (its Hydra log is there); rank zero alone wrote the outputs.
+    assert (metrics.parent / "train_ddp_process_1.log").is_file()
+    assert len(list((tmp_path / "outputs").rglob("metrics.csv"))) == 1
+    assert two.stdout.count("test/top1 *") == 1  # the console table, printed once
+
+
+@pytest.mark.slow
+def test_finetune_on_two_cpu_processes_joins_the_launched_group(tmp_path):
+    """method=finetune with devices=2: the Trainer made through ctx.make_trainer runs DDP inside
+    the two launched processes (one process group, set up once) and rank zero records once."""
+    from helpers import metrics_files, read_metrics, run_train
+
+    proc = run_train(tmp_path, "devices=2", "device=cpu", "method=finetune", "method.steps=3",
+                     "method.batch_size=16", "backbone=resnet10t_random_init")
+    # Lightning announces each process group it sets up; the Trainer's found one in place.
+    assert proc.stdout.count("All distributed processes registered") == 1
+    (metrics,) = metrics_files(tmp_path / "outputs")
+    assert read_metrics(metrics)["devices"] == 2
+    assert len(list((tmp_path / "outputs").rglob("last.ckpt"))) == 1
+    assert proc.stdout.count("test/top1 *") == 1
