@@ -5,8 +5,11 @@ import math
 import os
 import subprocess
 import sys
+import tempfile
 import time
+from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -17,6 +20,8 @@ from sealab.bench import plain_loops
 from sealab.bench.cli import TARGETS, main
 from sealab.bench.contention import PROC_STAT, OtherProcessesShare
 from sealab.bench.measure import VARIANTS
+from sealab.bench.scaling import SCALING_QUICK, linearity, write_features
+from sealab.features.ondisk import NpyRows
 from sealab.heads.linear import LinearHead
 from sealab.task import MultiClass
 
@@ -55,6 +60,30 @@ def test_quick_bench_writes_every_field(tmp_path):
     assert not list(out.parent.glob(".*.tmp"))  # the atomic write left no temp file
     share = results["machine"]["other_processes_cpu_share"]
     assert share is None or 0 <= share <= 1
+    scaling = results["scaling"]
+    assert [r["n"] for r in scaling["runs"]] == list(SCALING_QUICK.sizes)
+    for run in scaling["runs"]:
+        assert _positive(run["cpu_epoch_seconds"]) and _positive(run["cpu_over_floor"])
+        assert run["peak_rss_mib"] is None or run["peak_rss_mib"] > 0
+    assert _positive(scaling["cpu"]["seconds_per_10k_rows"]) and scaling["cpu"]["r2"] <= 1
+    assert not list(Path(tempfile.gettempdir()).glob("sealab-scaling-*"))  # the feature files are gone
+
+
+def test_linearity_hand_worked():
+    """t = 2 s + 0.5 s per 10k rows: slope 0.5, R^2 1; per-row time 2.5/20k over 3/40k = 5/3.
+    A superlinear point lowers R^2."""
+    fit = linearity([10_000, 20_000, 40_000], [2.5, 3.0, 4.0])
+    assert math.isclose(fit["seconds_per_10k_rows"], 0.5) and math.isclose(fit["intercept_seconds"], 2.0)
+    assert math.isclose(fit["r2"], 1.0) and math.isclose(fit["per_row_largest_over_smallest"], (4 / 40) / (2.5 / 10))
+    assert linearity([1, 2, 3], [1.0, 2.0, 9.0])["r2"] < 0.9
+
+
+def test_written_features_are_the_streamed_rows(tmp_path):
+    path = write_features(tmp_path / "f.npy", n=1000, d=8, seed=3, chunk_rows=300)
+    x = np.load(path)
+    assert x.shape == (1000, 8) and x.dtype == np.float16
+    assert abs(float(x.astype(np.float64).std()) - 1) < 0.05  # N(0, 1), every chunk filled
+    np.testing.assert_array_equal(NpyRows(path).read(0, 1000), x)
 
 
 def test_published_loop_direction_is_sea_faithful():

@@ -106,9 +106,8 @@ def _fit_and_score(method: Method, train: Features | StreamedFeatures, val: Feat
 
 def _fit_on_features(method: Method, features: SplitFeatures, cfg: DictConfig, ctx: FitContext) -> Fitted:
     entry = features.files.get("train")
-    streamed = streamed_train_split(entry and entry.features, entry and entry.labels, cfg.features.in_memory,
-                                    cfg.features.memory_budget_gb, cfg.features.block_rows, method.streams,
-                                    method.name)
+    streamed = streamed_train_split(entry and entry.features, entry and entry.labels, method.streams, method.name,
+                                    **cfg.features)
     if streamed is not None and cfg.fit_on != "train":
         raise ValueError("fit_on=trainval needs train and val in one matrix, but the training features are "
                          "streamed from disk (features.in_memory): use fit_on=train or features.in_memory=true")

@@ -67,7 +67,7 @@ def test_streamed_normalisation_equals_in_memory(tmp_path, norm):
     torch.testing.assert_close(streamed.mean, fitted.mean, rtol=1e-6, atol=1e-6)
     streamed.mean = fitted.mean  # the same mean: then the blocks are bit-identical
     data = StreamedFeatures(rows, torch.zeros(50), block_rows=8, transform=streamed.normalize_)
-    blocks = torch.cat([data.read(start, start + 8) for start in range(0, 50, 8)])
+    blocks = torch.cat([data.read([(start, start + 8)]) for start in range(0, 50, 8)])
     assert torch.equal(blocks, fitted(in_memory))
 
 
@@ -75,5 +75,16 @@ def test_streamed_features_check_their_targets_and_block_size(tmp_path):
     rows = NpyRows(write(tmp_path / "f.npy", np.zeros((10, 4), np.float16)))
     with pytest.raises(ValueError, match="10 feature rows but 9 targets"):
         StreamedFeatures(rows, torch.zeros(9), block_rows=4)
-    with pytest.raises(ValueError, match="features.block_rows"):
+    with pytest.raises(ValueError, match="features.block_rows=0 must be a positive multiple"):
         StreamedFeatures(rows, torch.zeros(10), block_rows=0)
+    with pytest.raises(ValueError, match="block_rows=6 must be a positive multiple of features.chunk_rows=4"):
+        StreamedFeatures(rows, torch.zeros(10), block_rows=6, chunk_rows=4)
+
+
+def test_ranges_are_read_one_after_the_other_into_the_buffers(tmp_path):
+    x = np.arange(40, dtype=np.float16).reshape(10, 4)
+    data = StreamedFeatures(NpyRows(write(tmp_path / "f.npy", x)), torch.zeros(10), block_rows=6, chunk_rows=3)
+    raw, out = np.full((6, 4), -1, np.float16), torch.full((6, 4), -1.0)
+    got = data.read([(0, 3), (7, 10)], raw, out)
+    assert got.data_ptr() == out.data_ptr()  # the buffer itself, no copy
+    assert torch.equal(got, torch.from_numpy(x[[0, 1, 2, 7, 8, 9]]).float())

@@ -8,7 +8,7 @@ from test_experiment import run_in_process
 
 from sealab.features import store
 
-ONE_BLOCK = "features.block_rows=100000"  # more than the digits train split: the in-memory order
+ONE_BLOCK = "features.block_rows=102400"  # more than the digits train split: the in-memory order
 
 
 @pytest.fixture(scope="module")

@@ -19,6 +19,7 @@ from sealab.bench.commands import command_seconds
 from sealab.bench.contention import OtherProcessesShare
 from sealab.bench.extraction import extraction_seconds_per_1000
 from sealab.bench.measure import QUICK, Setup, floor_macs, measure
+from sealab.bench.scaling import SCALING_QUICK, ScalingSetup, measure_scaling
 from sealab.fileio import atomic_write_json
 from sealab.report import git_sha
 
@@ -57,6 +58,9 @@ TARGETS = (
     Target("grid_command_over_separate_commands", "grid_command", "separate_commands", 0.2),
     # extraction at >= 0.95 of a plain timm + DataLoader loop's images/s
     Target("extraction_over_plain_loop", "sealab_extraction", "plain_extraction", 1 / 0.95),
+    # a streamed SeA epoch's time linear in n: per-row seconds at the largest n within 25% of the smallest's
+    Target("scaling_per_row_largest_over_smallest_n", "scaling_per_row_largest_n", "scaling_per_row_smallest_n",
+           1.25),
 )
 
 
@@ -65,11 +69,12 @@ def _measured(rounds: list[list[float]]) -> list[float]:
 
 
 def summarise(setup: Setup, seconds: dict[str, list[list[float]]], commands: dict[str, float],
-              extraction: dict[str, float], quick: bool, other_share: float | None) -> dict:
+              extraction: dict[str, float], scaling: dict, quick: bool, other_share: float | None) -> dict:
     per_epoch = {name: statistics.median(_measured(rounds)) for name, rounds in seconds.items()}
     # K single-head fits cost K single-head epochs.
     timings = {**per_epoch, "sealab_sea_single_fits": setup.grid_size * per_epoch["sealab_sea_clean"], **commands,
-               **extraction}
+               **extraction, **{f"scaling_per_row_{end}_n": run["cpu_epoch_seconds"] / run["n"]
+                                for end, run in (("smallest", scaling["runs"][0]), ("largest", scaling["runs"][-1]))}}
     macs = floor_macs(setup)
     targets = {}
     for t in TARGETS:
@@ -82,6 +87,7 @@ def summarise(setup: Setup, seconds: dict[str, list[list[float]]], commands: dic
         "epoch_seconds": seconds,
         "command_seconds": commands,
         "extraction_seconds_per_1000_images": extraction,
+        "scaling": scaling,
         "timings": timings,
         "floor": {"macs_per_step": macs, "sea_clean_over_linear": macs["sea_clean"] / macs["linear"],
                   "sea_over_published": macs["sea_clean"] / macs["published_sea"]},
@@ -113,6 +119,7 @@ def print_results(results: dict, console: Console) -> None:
     console.print(commands)
     rates = {name: f"{1000 / s:.0f}" for name, s in results["extraction_seconds_per_1000_images"].items()}
     console.print(f"extraction images/s (resnet10t, 64 px, CPU, fp32): {rates}")
+    print_scaling(results["scaling"], console)
     floor = results["floor"]
     macs = {name: f"{count / 1e6:.0f}M" for name, count in floor["macs_per_step"].items()}
     console.print(f"multiply-adds of a step: {macs}; floor ratios SeA / linear = "
@@ -130,6 +137,29 @@ def print_results(results: dict, console: Console) -> None:
                       "these timings are unreliable, measure again on a quiet machine[/yellow]")
 
 
+def print_scaling(scaling: dict, console: Console) -> None:
+    s = scaling["setup"]
+    devices = [d for d in ("cpu", "cuda") if d in scaling]
+    table = Table(title=f"one clean-SeA epoch streamed from a float16 .npy (d={s['d']} C={s['num_classes']} "
+                        f"batch={s['batch_size']} block_rows={s['block_rows']})")
+    for column in ("n", "GiB on disk", *(f"{d} s/epoch" for d in devices), *(f"{d} / floor" for d in devices),
+                   "peak RSS MiB", "RSS growth MiB"):
+        table.add_column(column, justify="right")
+    for run in scaling["runs"]:
+        growth = run["rss_growth_mib"]
+        table.add_row(str(run["n"]), f"{run['file_gib']:.2f}",
+                      *(f"{run[f'{d}_epoch_seconds']:.2f}" for d in devices),
+                      *(f"{run[f'{d}_over_floor']:.1f}" for d in devices),
+                      f"{run['peak_rss_mib']:.0f}" if run["peak_rss_mib"] is not None else "?",
+                      f"{growth:.0f}" if growth is not None else "?")
+    console.print(table)
+    for d in devices:
+        fit = scaling[d]
+        console.print(f"{d}: {fit['seconds_per_10k_rows']:.2f} s per 10k rows (R^2 {fit['r2']:.4f}); per-row time at "
+                      f"the largest n / the smallest = {fit['per_row_largest_over_smallest']:.2f}; matmul rate "
+                      f"{scaling['matmul_flops'][d] / 1e9:.0f} GFLOP/s")
+
+
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(prog="python -m sealab.bench", description=__doc__)
     parser.add_argument("--quick", action="store_true",
@@ -145,8 +175,9 @@ def main(argv: list[str] | None = None) -> dict:
     with OtherProcessesShare() as others:  # the commands below are other processes: timed after
         seconds = measure(setup)
         extraction = extraction_seconds_per_1000(n=128 if args.quick else 1024, rounds=setup.rounds)
+        scaling = measure_scaling(SCALING_QUICK if args.quick else ScalingSetup())
     commands = command_seconds(setup, epochs=2 if args.quick else None)
-    results = summarise(setup, seconds, commands, extraction, args.quick, others.share)
+    results = summarise(setup, seconds, commands, extraction, scaling, args.quick, others.share)
     console = Console()
     print_results(results, console)
     args.out.parent.mkdir(parents=True, exist_ok=True)

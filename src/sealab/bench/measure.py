@@ -75,7 +75,7 @@ def _epoch_seconds(variant: str, x: torch.Tensor, y: torch.Tensor, setup: Setup)
     if variant in PLAIN_LOOPS:
         return _plain_epoch_seconds(PLAIN_LOOPS[variant], x, y, setup)
     overrides = SEALAB_METHODS[variant] + ([eta_grid(setup.grid_size)] if variant == "sealab_sea_grid" else [])
-    return sealab_epoch_seconds(overrides, x, y, setup.num_classes, setup.batch_size, epochs=1 + setup.epochs)
+    return sealab_epoch_seconds(overrides, (x, y), setup.num_classes, setup.batch_size, epochs=1 + setup.epochs)
 
 
 def measure(setup: Setup) -> dict[str, list[list[float]]]:

@@ -3,6 +3,8 @@ streamed by shuffled blocks."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import lightning as L
 import numpy as np
 import torch
@@ -47,28 +49,54 @@ class TensorBatches:
                 yield self.x.index_select(0, idx), self.y.index_select(0, idx)
 
 
-def block_shuffled_order(n: int, block_rows: int, gen: torch.Generator) -> torch.Tensor:
-    """An epoch's row order: every row once, shuffled within its block of ``block_rows``
-    consecutive rows, the blocks in random order. The within-block permutations are drawn
-    first, in file order, so with a single block (``block_rows >= n``) the order is
-    ``randperm(n)``, the one ``TensorBatches`` draws from the same generator."""
-    within = [start + torch.randperm(min(block_rows, n - start), generator=gen)
-              for start in range(0, n, block_rows)]
-    visit = torch.randperm(len(within), generator=gen).tolist()
-    return torch.cat([within[b] for b in visit]) if within else torch.empty(0, dtype=torch.long)
+@dataclass
+class Block:
+    """One block of an epoch: ``chunks``, its row ranges ``(start, stop)`` in file order (read one
+    after the other into the block buffer), and ``perm``, the order its rows are visited in, as
+    positions in that buffer."""
+
+    chunks: list[tuple[int, int]]
+    perm: torch.Tensor
+
+    def rows(self) -> torch.Tensor:
+        """The file rows in visit order."""
+        return torch.cat([torch.arange(start, stop) for start, stop in self.chunks])[self.perm]
+
+
+def epoch_blocks(n: int, block_rows: int, chunk_rows: int, gen: torch.Generator) -> list[Block]:
+    """An epoch as blocks, in visit order. The file is cut into chunks of ``chunk_rows``
+    consecutive rows; each block gathers ``block_rows / chunk_rows`` chunks drawn at random from
+    the whole file (so a file sorted by class still gives blocks of many classes; ``chunk_rows =
+    block_rows`` gives contiguous blocks), its rows are visited in random order and the blocks in
+    random order: every row exactly once. The within-block permutations are drawn first, so with
+    a single block (``block_rows >= n``) the order is ``randperm(n)``, the one ``TensorBatches``
+    draws from the same generator."""
+    if n == 0:
+        return []
+    per_block = block_rows // chunk_rows
+    starts = list(range(0, n, chunk_rows))
+    count = -(-len(starts) // per_block)
+    # The last chunk (the only one that may be short) goes to the last block, the one that may
+    # hold fewer chunks; which blocks hold which other chunks is random, as is the visit order.
+    perms = [torch.randperm(size, generator=gen)
+             for size in [block_rows] * (count - 1) + [n - (count - 1) * block_rows]]
+    dealt = [starts[i] for i in torch.randperm(len(starts) - 1, generator=gen).tolist()] + starts[-1:]
+    blocks = [Block(sorted((s, min(s + chunk_rows, n)) for s in dealt[j * per_block:(j + 1) * per_block]),
+                    perms[j]) for j in range(count)]
+    return [blocks[j] for j in torch.randperm(count, generator=gen).tolist()]
 
 
 class BlockShuffledBatches:
-    """Batches of a ``StreamedFeatures`` split in ``block_shuffled_order``, read one block at
-    a time: each block is read whole into a buffer, converted to float32 and normalised in
-    place on the CPU, moved to ``device`` and then cut into batches by index (copies), exactly
-    as ``TensorBatches`` cuts the whole matrix. A batch may span two blocks, so every batch but
-    the last is full.
+    """Batches of a ``StreamedFeatures`` split in ``epoch_blocks`` order, read one block at a
+    time: each block is read into a buffer, converted to float32 and normalised in place on the
+    CPU, moved to ``device`` and then cut into batches by index (copies), exactly as
+    ``TensorBatches`` cuts the whole matrix. A batch may span two blocks, so every batch but the
+    last is full.
 
     Resident memory beyond the model stays about ``block_rows x d x (4 + itemsize)`` bytes (the
     two block buffers, reused all epoch), plus a few batches and the epoch's order and targets
-    (16 bytes per row), whatever the size of the file. Epochs are seeded with ``seed + epoch``:
-    reproducible, and every epoch differs.
+    (about 24 bytes per row), whatever the size of the file. Epochs are seeded with ``seed +
+    epoch``: reproducible, and every epoch differs.
     """
 
     def __init__(self, data: StreamedFeatures, batch_size: int, drop_last: bool = False, seed: int = 0,
@@ -82,25 +110,21 @@ class BlockShuffledBatches:
         n, b = len(self.data), self.batch_size
         return n // b if self.drop_last else -(-n // b)
 
-    def epoch_order(self) -> torch.Tensor:
-        """The next epoch's row order (advances the epoch)."""
+    def next_epoch(self) -> list[Block]:
+        """The next epoch's blocks (advances the epoch)."""
         gen = torch.Generator().manual_seed(self.seed + self.epoch)
         self.epoch += 1
-        return block_shuffled_order(len(self.data), self.data.block_rows, gen)
+        return epoch_blocks(len(self.data), self.data.block_rows, self.data.chunk_rows, gen)
 
     def __iter__(self):
-        order, size, n = self.epoch_order(), self.data.block_rows, len(self.data)
+        blocks = self.next_epoch()
         # One pair of block buffers for the epoch, refilled block after block.
-        raw = np.empty((min(size, n), self.data.shape[1]), dtype=self.data.rows.dtype)
+        raw = np.empty((min(self.data.block_rows, len(self.data)), self.data.shape[1]), dtype=self.data.rows.dtype)
         out = torch.empty(raw.shape, dtype=torch.float32)
         carry: list[tuple[torch.Tensor, torch.Tensor]] = []  # the start of a batch the last block began
-        pos = 0
-        while pos < n:
-            start = int(order[pos]) // size * size  # the block's first row; the last block is short
-            rows = order[pos:pos + min(size, n - start)]  # its rows, shuffled
-            pos += len(rows)
-            block = self.data.read(start, start + len(rows), raw, out).to(self.device)
-            local, targets = (rows - start).to(self.device), self.targets[rows.to(self.device)]
+        for block_spec in blocks:
+            block = self.data.read(block_spec.chunks, raw, out).to(self.device)
+            local, targets = block_spec.perm.to(self.device), self.targets[block_spec.rows().to(self.device)]
             i = 0
             if carry:  # finish the batch the previous block began
                 i = self.batch_size - sum(len(y) for _, y in carry)
@@ -109,7 +133,7 @@ class BlockShuffledBatches:
                     continue
                 yield torch.cat([x for x, _ in carry]), torch.cat([y for _, y in carry])
                 carry = []
-            for i in range(i, len(rows), self.batch_size):
+            for i in range(i, len(local), self.batch_size):
                 idx = local[i:i + self.batch_size]
                 batch = block.index_select(0, idx), targets[i:i + self.batch_size]
                 if len(idx) < self.batch_size:

@@ -23,7 +23,8 @@ log = logging.getLogger(__name__)
 STREAMABLE_DTYPES = (np.dtype(np.float16), np.dtype(np.float32))
 # The ``features.*`` settings, checked with the run's config before any data is read.
 STREAMING_RULES = {"features.in_memory": Rule("bool", also=("auto",)),
-                   "features.memory_budget_gb": positive(), "features.block_rows": integer(1)}
+                   "features.memory_budget_gb": positive(), "features.block_rows": integer(1),
+                   "features.chunk_rows": integer(1)}
 
 
 class NpyRows:
@@ -103,18 +104,22 @@ class NpyRows:
 
 
 class StreamedFeatures:
-    """A training split left on disk: the rows of a ``.npy`` file, their targets in memory,
-    the block size it is read by and the normalisation applied to each block as it is read
-    (``transform``: float32 rows -> float32 rows, allowed to work in place, e.g. a fitted
+    """A training split left on disk: the rows of a ``.npy`` file, their targets in memory, how
+    it is read (blocks of ``block_rows`` rows gathered from chunks of ``chunk_rows`` consecutive
+    rows; by default one chunk a block) and the normalisation applied to each block as it is
+    read (``transform``: float32 rows -> float32 rows, allowed to work in place, e.g. a fitted
     ``FeatureNormalizer.normalize_``)."""
 
-    def __init__(self, rows: NpyRows, targets: torch.Tensor, block_rows: int,
+    def __init__(self, rows: NpyRows, targets: torch.Tensor, block_rows: int, chunk_rows: int | None = None,
                  transform: Callable[[torch.Tensor], torch.Tensor] | None = None):
         if len(rows) != len(targets):
             raise ValueError(f"{rows.path}: {len(rows)} feature rows but {len(targets)} targets")
-        if block_rows < 1:
-            raise ValueError(f"features.block_rows must be a positive number of rows, got {block_rows}")
-        self.rows, self.targets, self.block_rows, self.transform = rows, targets, block_rows, transform
+        chunk_rows = chunk_rows or block_rows
+        if chunk_rows < 1 or block_rows % chunk_rows:
+            raise ValueError(f"features.block_rows={block_rows} must be a positive multiple of "
+                             f"features.chunk_rows={chunk_rows}")
+        self.rows, self.targets, self.transform = rows, targets, transform
+        self.block_rows, self.chunk_rows = block_rows, chunk_rows
 
     def __len__(self) -> int:
         return len(self.rows)
@@ -124,20 +129,28 @@ class StreamedFeatures:
         return self.rows.shape
 
     def with_transform(self, transform: Callable[[torch.Tensor], torch.Tensor]) -> "StreamedFeatures":
-        return StreamedFeatures(self.rows, self.targets, self.block_rows, transform)
+        return StreamedFeatures(self.rows, self.targets, self.block_rows, self.chunk_rows, transform)
 
-    def read(self, start: int, stop: int, raw: np.ndarray | None = None,
+    def read(self, ranges: list[tuple[int, int]], raw: np.ndarray | None = None,
              out: torch.Tensor | None = None) -> torch.Tensor:
-        """Rows ``start:stop`` as float32, transformed; through the buffers ``raw`` (the file's
-        dtype) and ``out`` (float32) when given, whose first rows they then are."""
-        rows = torch.from_numpy(self.rows.read(start, stop, raw))
-        x = rows.float() if out is None else out[:len(rows)].copy_(rows)
+        """The rows of ``ranges`` (``(start, stop)`` pairs), one range after the other, as float32,
+        transformed; through the buffers ``raw`` (the file's dtype) and ``out`` (float32) when
+        given, whose first rows they then are."""
+        ranges = [(start, min(stop, len(self))) for start, stop in ranges]
+        count = sum(stop - start for start, stop in ranges)
+        raw = np.empty((count, self.rows.dim), dtype=self.rows.dtype) if raw is None else raw
+        at = 0
+        for start, stop in ranges:
+            self.rows.read(start, stop, raw[at:at + stop - start])
+            at += stop - start
+        rows = torch.from_numpy(raw[:count])
+        x = rows.float() if out is None else out[:count].copy_(rows)
         return self.transform(x) if self.transform is not None else x
 
 
-def streamed_train_split(features_path: Path | None, labels_path: Path | None, in_memory: bool | str,
-                         memory_budget_gb: float, block_rows: int, method_streams: bool,
-                         method: str) -> StreamedFeatures | None:
+def streamed_train_split(features_path: Path | None, labels_path: Path | None, method_streams: bool, method: str,
+                         in_memory: bool | str, memory_budget_gb: float, block_rows: int,
+                         chunk_rows: int) -> StreamedFeatures | None:
     """The training split to stream from ``features_path`` (a ``features.npy``), or None to load
     it in RAM, following the ``features.*`` settings: ``in_memory`` true (load), false (stream)
     or auto (stream when the split as float32 exceeds ``memory_budget_gb``). ``features_path``
@@ -168,4 +181,4 @@ def streamed_train_split(features_path: Path | None, labels_path: Path | None, i
     log.info("streaming %.1f GiB of training features (as float32) from %s in blocks of %d rows",
              gib, features_path, block_rows)
     targets = torch.from_numpy(np.load(labels_path, allow_pickle=False))
-    return StreamedFeatures(rows, targets, block_rows)
+    return StreamedFeatures(rows, targets, block_rows, chunk_rows)
