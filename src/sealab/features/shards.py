@@ -109,14 +109,18 @@ class PartialEntry:
         index = self.finished()
         xs, ys, have = [], [], 0
         for x, y in batches:
-            xs.append(as_cache_rows(x, self.dtype))
-            ys.append(np.asarray(y))
-            have += len(xs[-1])
-            while index < self.num_shards and have >= (need := self._rows(index)):
-                x_all, y_all = np.concatenate(xs), np.concatenate(ys)
-                self.write(index, x_all[:need], y_all[:need])
-                xs, ys, have, index = [x_all[need:]], [y_all[need:]], have - need, index + 1
-        if index < self.num_shards or have:
+            x, y = as_cache_rows(x, self.dtype), np.asarray(y)
+            while len(x):  # a batch may end a shard, or (an in-memory matrix) span many
+                if index == self.num_shards:
+                    raise RuntimeError(f"{self.path}: extraction gave more than {self.n} rows")
+                take = self._rows(index) - have
+                xs.append(x[:take])
+                ys.append(y[:take])
+                x, y, have = x[take:], y[take:], have + len(xs[-1])
+                if have == self._rows(index):
+                    self.write(index, np.concatenate(xs), np.concatenate(ys))
+                    xs, ys, have, index = [], [], 0, index + 1
+        if index < self.num_shards:
             raise RuntimeError(f"{self.path}: extraction gave {index * self.shard_rows + have} rows of {self.n}")
 
     def assemble(self, features_path: Path, labels_path: Path) -> dict[str, Any]:
