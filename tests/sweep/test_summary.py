@@ -2,10 +2,13 @@
 
 import json
 
+import pandas as pd
 import pytest
 
+from sealab.sweep.outcome import FAILED, RESUMED, error_line
 from sealab.sweep.summary import (
     collect,
+    main,
     results_table,
     select_on_validation,
     summarize,
@@ -88,3 +91,64 @@ def test_grid_heads_are_variants_like_a_sweeps(tmp_path):
     assert table.loc["sea (method.augmenter.eta=0.8)", "a/bb"] == "95.00 ± 0.00"
     # selection on the mean validation score, whatever the test scores say
     assert select_on_validation(runs).loc["sea", "a/bb"] == "70.00 (method.augmenter.eta=0.3)"
+
+
+def fake_hydra_dir(run_dir, overrides, seed=0):
+    """What Hydra writes into a job's directory before running it."""
+    hydra_dir = run_dir / ".hydra"
+    hydra_dir.mkdir(parents=True)
+    (hydra_dir / "config.yaml").write_text(f"seed: {seed}\n")
+    (hydra_dir / "hydra.yaml").write_text(
+        "hydra:\n  runtime:\n    choices: {dataset: a, backbone: bb, method: sea}\n"
+        f"  overrides:\n    task: {json.dumps(overrides)}\n")
+
+
+def test_failed_and_unfinished_jobs_are_rows_with_their_error(tmp_path):
+    write_run(tmp_path, "0", "a", "sea", 0, 0.90)
+    write_run(tmp_path, "1", "a", "sea", 1, 0.10)  # an old result, then a failed re-run
+    failure = {"dataset": "a", "backbone": "bb", "method": "sea", "seed": 1, "overrides": ["seed=1"],
+               "error": "ValueError: bad | value"}
+    (tmp_path / "1" / FAILED).write_text(json.dumps(failure))
+    fake_hydra_dir(tmp_path / "2", ["seed=2", "method.augmenter.eta=0.3"], seed=2)  # killed
+    fake_hydra_dir(tmp_path / "3", ["seed=0"])  # resume reused run 0's result
+    (tmp_path / "3" / RESUMED).write_text("{}")
+    table, markdown = summarize(tmp_path)
+    assert table.loc["sea", "a/bb"] == "90.00"  # the failed run's old result is not counted
+    runs = pd.read_csv(tmp_path / "runs.csv")
+    assert list(runs["status"]) == ["ok", "failed", "unfinished"]
+    assert list(runs["seed"]) == [0, 1, 2]
+    assert runs["error"].iloc[1] == "ValueError: bad | value"
+    assert "2 job(s) without a result" in markdown
+    assert "| 1 | seed=1 | ValueError: bad / value |" in markdown  # a | would split the cell
+    assert "| 2 | seed=2 method.augmenter.eta=0.3 | no result: still running, or killed |" in markdown
+
+
+def test_a_sweep_where_every_job_failed_still_gets_a_summary(tmp_path):
+    (tmp_path / "0").mkdir()
+    (tmp_path / "0" / FAILED).write_text(json.dumps({"dataset": "a", "backbone": "bb", "method": "sea", "seed": 0,
+                                                    "overrides": [], "error": "RuntimeError: boom"}))
+    _, markdown = summarize(tmp_path)
+    assert markdown.startswith("No job finished.") and "RuntimeError: boom" in markdown
+
+
+def test_several_sweeps_merge_into_one_table(tmp_path, capsys):
+    write_run(tmp_path / "s1", "0", "a", "sea", 0, 0.90)
+    write_run(tmp_path / "s2", "0", "a", "sea", 1, 0.94)
+    write_run(tmp_path / "s2", "1", "b", "linear", 0, 0.70)
+    with pytest.raises(SystemExit):
+        main([str(tmp_path / "s1"), str(tmp_path / "s2")])
+    assert "--out DIR" in capsys.readouterr().err
+    main([str(tmp_path / "s1"), str(tmp_path / "s2"), "--out", str(tmp_path / "both")])
+    text = (tmp_path / "both" / "summary.md").read_text()
+    assert "| sea | 92.00 ± 2.83 |  |" in text and "| linear |  | 70.00 |" in text
+    assert text in capsys.readouterr().out
+
+
+def test_error_line_names_the_innermost_cause():
+    try:
+        try:
+            raise ValueError("first line\nlast line")
+        except ValueError as err:
+            raise RuntimeError("Error in call to target\nfull_key: method") from err
+    except RuntimeError as err:
+        assert error_line(err) == "ValueError: last line"

@@ -28,6 +28,9 @@ class SweepSummary(Callback):
         self._sweep_dir = str(config.hydra.sweep.dir)
         self._logger_cfg = config.get("logger")
         atexit.register(self._summarize)
+        # Imported now: at exit, pandas' first import fails (it starts a thread pool), as it
+        # does when the jobs ran in other processes (joblib, submitit, ray).
+        import sealab.sweep.summary  # noqa: F401
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         self._summarize()
@@ -50,8 +53,8 @@ class SweepSummary(Callback):
         if self._sweep_dir is None:
             return
         root, self._sweep_dir = self._sweep_dir, None
-        # Imported here: Hydra instantiates this callback before every run and sweep, and
-        # the summary pulls in pandas, which only the end of a multirun needs.
+        # Imported in a multirun only: Hydra instantiates this callback before every run and
+        # sweep, and the summary pulls in pandas.
         from sealab.sweep.summary import main
 
         try:

@@ -17,9 +17,9 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from sealab.fileio import atomic_write_json
 from sealab.sweep.outcome import FAILED, METRICS, RESUMED
 
-# Keys that do not change what a run computes: how it is resumed, logged, threaded, printed or
-# optimised. (paths.* are replaced by placeholders instead, see config_hash.)
-NOT_HASHED = ("resume", "logger", "num_threads", "optimized_metric")
+# Keys that do not change what a run computes: how it is launched, resumed, logged, threaded,
+# printed or optimised. (paths.* are replaced by placeholders instead, see config_hash.)
+NOT_HASHED = ("hydra", "resume", "logger", "num_threads", "optimized_metric")
 
 
 def config_hash(cfg: DictConfig) -> str:

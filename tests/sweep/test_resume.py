@@ -1,0 +1,43 @@
+"""resume=true: the config hash sees what changes results only; finished jobs are found, failed
+ones are not."""
+
+import json
+
+from helpers import compose_train
+
+from sealab.sweep.outcome import FAILED, RESUMED
+from sealab.sweep.resume import config_hash, finished_record
+
+
+def digest(tmp_path, *overrides, out="run"):
+    return config_hash(compose_train(["method=sea", *overrides], output_dir=tmp_path / out))
+
+
+def test_hash_ignores_where_and_how_a_run_is_logged_threaded_or_resumed(tmp_path):
+    base = digest(tmp_path)
+    assert base == digest(tmp_path, out="elsewhere")  # trainer.default_root_dir follows the run dir
+    assert base == digest(tmp_path, "paths.cache_dir=/else", "paths.root_dir=/x", "logger=wandb", "num_threads=1",
+                          "resume=true", "optimized_metric=val/top1", "trainer.enable_progress_bar=false")
+    changed = {digest(tmp_path, o) for o in ("seed=1", "method.augmenter.eta=0.3", "norm=center_l2", "method=linear")}
+    assert base not in changed and len(changed) == 4
+
+
+def write_record(run_dir, config_hash, failed=False):
+    run_dir.mkdir(parents=True)
+    (run_dir / "metrics.json").write_text(json.dumps({"config_hash": config_hash, "metrics": {"val/top1": 0.5}}))
+    if failed:
+        (run_dir / FAILED).write_text("{}")
+
+
+def test_finished_record_found_anywhere_in_the_sweep_failed_ones_rerun(tmp_path):
+    write_record(tmp_path / "0_a", "aaa")
+    write_record(tmp_path / "1_b", "bbb", failed=True)
+    own = tmp_path / "0_a"
+    assert finished_record("aaa", tmp_path, own)["config_hash"] == "aaa"
+    assert not (own / RESUMED).exists()  # its own result: nothing to point to
+    moved = tmp_path / "5_a"  # the same job numbered differently in a grown sweep
+    moved.mkdir()
+    assert finished_record("aaa", tmp_path, moved)["config_hash"] == "aaa"
+    assert json.loads((moved / RESUMED).read_text())["metrics"] == str(own / "metrics.json")
+    assert finished_record("bbb", tmp_path, tmp_path / "1_b") is None  # its last attempt failed
+    assert finished_record("ccc", tmp_path, tmp_path / "2_c") is None
