@@ -95,7 +95,7 @@ class BlockShuffledBatches:
 
     Resident memory beyond the model stays about ``block_rows x d x (4 + itemsize)`` bytes (the
     two block buffers, reused all epoch), plus a few batches and the epoch's order and targets
-    (about 24 bytes per row), whatever the size of the file. Epochs are seeded with ``seed +
+    (16 bytes per row), whatever the size of the file. Epochs are seeded with ``seed +
     epoch``: reproducible, and every epoch differs.
     """
 
