@@ -22,8 +22,17 @@ from sealab.checks import check_run_config, one_of
 from sealab.data.base import DatasetBase, ImageDataset, PrecomputedFeatures
 from sealab.device import resolve_device, trainer_placement
 from sealab.features.extract import PRECISIONS, run_model
-from sealab.features.ondisk import STREAMING_RULES, StreamedFeatures, streamed_train_split
-from sealab.features.store import CACHE_DTYPES, CACHE_SETTINGS, SplitFeatures, load_split_features
+from sealab.features.ondisk import (
+    STREAMING_RULES,
+    StreamedFeatures,
+    streamed_train_split,
+)
+from sealab.features.store import (
+    CACHE_DTYPES,
+    CACHE_SETTINGS,
+    SplitFeatures,
+    load_split_features,
+)
 from sealab.fileio import atomic_write_bytes, atomic_write_json
 from sealab.heads.normalize import NORMS, FeatureNormalizer
 from sealab.job import choice, task_overrides
