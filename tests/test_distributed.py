@@ -10,7 +10,7 @@ from omegaconf import OmegaConf
 
 from sealab.checks import RULES, rule_violations
 from sealab.device import check_devices, rank_device, trainer_placement
-from sealab.distributed import gather_rows, shard_bounds
+from sealab.distributed import gather_rows, launch, shard_bounds
 from sealab.features.cache import FeatureCache, cache_key
 from sealab.features.sharded import get_or_compute_across_ranks
 from sealab.features.shards import PartialEntry
@@ -45,6 +45,26 @@ def test_devices_setting():
         rank_device(torch.device("cuda", 1), 2, 0)
     assert trainer_placement(cpu, 2) == {"accelerator": "cpu", "devices": 2, "strategy": "ddp"}
     assert trainer_placement(cpu) == {"accelerator": "cpu", "devices": 1}
+
+
+def test_several_devices_inside_a_multirun_are_refused(tmp_path):
+    from helpers import compose_train
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+    from omegaconf import read_write
+
+    cfg = compose_train(["devices=2"], output_dir=tmp_path)
+    with read_write(cfg.hydra):
+        cfg.hydra.mode = RunMode.MULTIRUN
+    HydraConfig.instance().set_config(cfg)
+    try:
+        with pytest.raises(ValueError, match=r"devices=2 .* multirun \(-m\)"):
+            launch(2, torch.device("cpu"))
+    finally:  # later tests of this process see a single run again
+        with read_write(cfg.hydra):
+            cfg.hydra.mode = RunMode.RUN
+        HydraConfig.instance().set_config(cfg)
+    assert not dist.is_initialized()
 
 
 N, DIM, SHARD = 7, 3, 2  # 4 shards of an odd split: shards 0, 2 to rank 0, shards 1, 3 to rank 1
