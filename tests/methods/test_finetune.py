@@ -204,33 +204,44 @@ class Steps(L.Callback):
         self.batches += 1
 
 
+RESUME_DATA, RESUME_EPOCHS, RESUME_BATCH = dict(n=12, seed=0), 3, 4  # 3 steps an epoch, 9 in all
+
+
+def fit_for_resume(tmp_path, run_dir, *settings, callbacks=()):
+    L.seed_everything(0)
+    method = finetune(tmp_path, f"method.epochs={RESUME_EPOCHS}", f"method.batch_size={RESUME_BATCH}", *settings)
+    ctx = fit_context(3, callbacks=callbacks, run_dir=run_dir)
+    return snapshot(method.fit_images(ColourImages(**RESUME_DATA), None, tiny_backbone(), ctx).scorer)
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory):
+    """The run never killed (and never checkpointed), on one thread as the tests are."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield fit_for_resume(tmp_path_factory.mktemp("uninterrupted"), None)
+    torch.set_num_threads(threads)
+
+
 @pytest.mark.parametrize("every, killed_at, saved_at, resume_from", [
     (2, 6, 4, None),  # mid-epoch checkpoint; relaunched in its own run dir: resumes automatically
     (None, 5, 3, "killed"),  # epoch-end checkpoint; another run dir, pointed at the killed one
 ])
 def test_a_killed_job_resumes_at_its_saved_step_and_ends_with_the_uninterrupted_weights(
-        tmp_path, every, killed_at, saved_at, resume_from):
-    train, epochs, batch = ColourImages(24, seed=0), 3, 8  # 3 steps an epoch, 9 in all
-    settings = ["method.epochs=3", f"method.batch_size={batch}", f"method.checkpoint_every_n_steps={every or 'null'}"]
-
-    def fit(run_dir, *callbacks, resume=None):
-        L.seed_everything(0)
-        method = finetune(tmp_path, *settings, *([f"method.resume_from={resume}"] if resume else []))
-        ctx = fit_context(3, callbacks=callbacks, run_dir=run_dir)
-        return snapshot(method.fit_images(train, None, tiny_backbone(), ctx).scorer)
-
-    uninterrupted = fit(tmp_path / "uninterrupted")
+        tmp_path, uninterrupted, every, killed_at, saved_at, resume_from):
+    every = f"method.checkpoint_every_n_steps={every or 'null'}"
     with pytest.raises(Killed):
-        fit(tmp_path / "killed", KillAt(killed_at))
+        fit_for_resume(tmp_path, tmp_path / "killed", every, callbacks=[KillAt(killed_at)])
     saved = torch.load(tmp_path / "killed" / "checkpoints" / "last.ckpt", weights_only=False)
     assert saved["global_step"] == saved_at
     # The steps after the checkpoint still change the weights: equality below is not trivial.
     assert not torch.allclose(saved["state_dict"]["heads.0.weight"], uninterrupted["head.weight"], atol=1e-4)
     steps = Steps()
-    resumed_dir = tmp_path / ("killed" if resume_from is None else "relaunched")
-    resumed = fit(resumed_dir, steps, resume=resume_from and tmp_path / resume_from)
+    resumed = fit_for_resume(tmp_path, tmp_path / ("killed" if resume_from is None else "relaunched"), every,
+                             *([f"method.resume_from={tmp_path / resume_from}"] if resume_from else []),
+                             callbacks=[steps])
     assert steps.start == saved_at
-    assert steps.batches == epochs * len(train) // batch - saved_at  # the rest, nothing replayed
+    assert steps.batches == RESUME_EPOCHS * RESUME_DATA["n"] // RESUME_BATCH - saved_at  # nothing replayed
     assert uninterrupted.keys() == resumed.keys()
     for key, value in uninterrupted.items():
         torch.testing.assert_close(resumed[key], value, rtol=0, atol=1e-6, msg=key)

@@ -8,6 +8,7 @@ checkpoint and resume set-up; precision; and the Lightning module with its param
 from __future__ import annotations
 
 import math
+import warnings
 from abc import abstractmethod
 from collections import OrderedDict
 from pathlib import Path
@@ -274,7 +275,12 @@ class ImageTraining(ImageMethod):
             accumulate_grad_batches=self.accumulate_grad_batches,
             # The sampler shards the epoch across ranks itself (Lightning's would lose its order).
             use_distributed_sampler=False, callbacks=callbacks, **saving)
-        trainer.fit(module, train_dataloaders=train_loader, val_dataloaders=val_loader, ckpt_path=resume)
+        with warnings.catch_warnings():
+            # Both untrue here: SamplerPosition resumes the loader mid-epoch; a frozen backbone is meant
+            # to be in eval mode.
+            warnings.filterwarnings("ignore", "You're resuming from a checkpoint that ended before the epoch ended")
+            warnings.filterwarnings("ignore", r"Found \d+ module\(s\) in eval mode")
+            trainer.fit(module, train_dataloaders=train_loader, val_dataloaders=val_loader, ckpt_path=resume)
         scorer = module.scorer()
         scorer.backbone.freeze()  # a fine-tuned copy too is a fixed model from here on
         return FitResult(scorer.cpu().eval())
