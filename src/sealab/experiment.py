@@ -6,7 +6,7 @@ from __future__ import annotations
 import copy
 import logging
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -150,8 +150,9 @@ def _fit_on_images(method: ImageMethod, dataset: ImageDataset, backbone: Backbon
                    ctx: FitContext) -> Fitted:
     refit = cfg.fit_on == "trainval"
     start = time.perf_counter()
+    # The run dir keeps its checkpoints: a killed job started again there continues from them.
     result = method.fit_images(dataset.split(cfg.fit_on), None if refit else dataset.split("val"),
-                               backbone, ctx)
+                               backbone, replace(ctx, run_dir=Path(cfg.paths.output_dir)))
     fit_seconds = time.perf_counter() - start
     extraction = {k: v for k, v in cfg.extract.items() if k not in CACHE_SETTINGS}  # scores are not cached
     scored = {split: run_model(result.scorer, dataset.split(split), backbone.transform, ctx.device,
