@@ -88,6 +88,7 @@ def test_submitit_local_runs_a_job(tmp_path):
     assert any((sweep / ".submitit").rglob("*_result.pkl")) and (sweep / "summary.md").exists()
 
 
+@pytest.mark.slow  # Ray takes 10-30 s to start, the job as long again
 def test_ray_runs_a_job_on_a_local_instance(tmp_path):
     plugin("hydra_plugins.hydra_ray_launcher")
     run_train(tmp_path, "hydra/launcher=ray", "+hydra.launcher.ray.init._node_ip_address=127.0.0.1",
