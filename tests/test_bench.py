@@ -7,7 +7,6 @@ import subprocess
 import sys
 import tempfile
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -30,8 +29,10 @@ def _positive(value) -> bool:
     return isinstance(value, float) and math.isfinite(value) and value > 0
 
 
-def test_quick_bench_writes_every_field(tmp_path):
+def test_quick_bench_writes_every_field(tmp_path, monkeypatch):
     out = tmp_path / "nested" / "results.json"
+    (tmp_path / "tmp").mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))  # where the scaling files go
     main(["--quick", "--out", str(out)])
     results = json.loads(out.read_text())
 
@@ -66,7 +67,7 @@ def test_quick_bench_writes_every_field(tmp_path):
         assert _positive(run["cpu_epoch_seconds"]) and _positive(run["cpu_over_floor"])
         assert run["peak_rss_mib"] is None or run["peak_rss_mib"] > 0
     assert _positive(scaling["cpu"]["seconds_per_10k_rows"]) and scaling["cpu"]["r2"] <= 1
-    assert not list(Path(tempfile.gettempdir()).glob("sealab-scaling-*"))  # the feature files are gone
+    assert not list((tmp_path / "tmp").glob("sealab-scaling-*"))  # the feature files are gone
 
 
 def test_linearity_hand_worked():

@@ -4,6 +4,7 @@ far each epoch is from the arithmetic floor (its multiply-adds at this device's 
 
 from __future__ import annotations
 
+import logging
 import tempfile
 import time
 from dataclasses import asdict, dataclass
@@ -17,6 +18,8 @@ from sealab.bench.measure import Setup, floor_macs
 from sealab.bench.sealab_runs import sealab_epoch_seconds
 from sealab.features.ondisk import NpyRows, StreamedFeatures
 from sealab.heads.normalize import FeatureNormalizer
+
+log = logging.getLogger(__name__)
 
 PROC_STATUS = Path("/proc/self/status")
 
@@ -122,6 +125,7 @@ def measure_scaling(setup: ScalingSetup) -> dict:
                 run[f"{device.type}_epoch_seconds"] = seconds
                 run[f"{device.type}_floor_seconds"] = floor / rates[device.type]
                 run[f"{device.type}_over_floor"] = seconds * rates[device.type] / floor
+                log.info("scaling: n=%d on %s: %.1f s an epoch", n, device.type, seconds)
                 if device.type == "cpu":
                     peak = peak_rss_mib()
                     run["peak_rss_mib"] = peak
