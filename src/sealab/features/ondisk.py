@@ -1,4 +1,5 @@
-"""A 2-d ``.npy`` feature file read by row blocks with plain file reads.
+"""Training features left on disk: a 2-d ``.npy`` file read by row ranges with plain file
+reads (``NpyRows``), a split streamed from it (``StreamedFeatures``), and when to stream.
 
 Not ``np.load(mmap_mode="r")``: the pages of a memory map that training touches count in
 the process's resident memory (RssFile) until the kernel evicts them, so a memmap of
