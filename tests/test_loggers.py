@@ -3,6 +3,7 @@ and local configs. Offline throughout: wandb's runs are read back from their .wa
 
 from __future__ import annotations
 
+import atexit
 import json
 import logging
 import os
@@ -14,11 +15,13 @@ from pathlib import Path
 import pytest
 from helpers import QUIET, compose_train, metrics_files, read_metrics
 from hydra.core.hydra_config import HydraConfig
+from hydra.core.utils import JobReturn, JobStatus
 from hydra.utils import instantiate
 from omegaconf import OmegaConf, open_dict, read_write
 
 from sealab import loggers
 from sealab.loggers import markdown_tables, run_logger, run_name
+from sealab.sweep.callback import SweepSummary
 
 
 def wandb_records(path: Path) -> list:
@@ -183,3 +186,20 @@ def test_a_local_file_applies_at_the_root(tmp_path):
 def test_the_shipped_example_local_file_applies_at_the_root(tmp_path):
     cfg = compose_train(["local=example"], output_dir=tmp_path)
     assert cfg.paths.data_dir == "/datasets" and "local" not in cfg
+
+
+def test_the_summary_hook_moves_after_each_job_of_the_sweeps_own_process_only(tmp_path, monkeypatch):
+    # In-process jobs import wandb, whose exit hook closes its service: the summary hook must be
+    # registered after it to run first. A job in a worker process (joblib) must not register it:
+    # that worker would write the summary again, and log the table again, when it exits.
+    registered = []
+    monkeypatch.setattr(atexit, "register", registered.append)
+    monkeypatch.setattr(atexit, "unregister", lambda hook: None)
+    callback = SweepSummary()
+    callback.on_multirun_start(OmegaConf.create({"hydra": {"sweep": {"dir": str(tmp_path)}}, "logger": None}))
+    job = OmegaConf.create({"hydra": {"runtime": {"output_dir": str(tmp_path / "0")}}})
+    callback.on_job_end(job, JobReturn(status=JobStatus.COMPLETED))
+    assert len(registered) == 2
+    monkeypatch.setattr(os, "getpid", lambda: -1)  # a worker's copy of the callback
+    callback.on_job_end(job, JobReturn(status=JobStatus.COMPLETED))
+    assert len(registered) == 2

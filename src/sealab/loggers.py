@@ -8,14 +8,16 @@ import logging
 import os
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Callable, Iterator, TypeVar
+from typing import TYPE_CHECKING, Any, Callable, Iterator, TypeVar
 
 from hydra.core.override_parser.overrides_parser import OverridesParser
-from hydra.utils import get_class, instantiate
-from lightning.pytorch.loggers import Logger, WandbLogger
+from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from sealab.job import choice, sweep_dir, task_overrides, varying_keys
+
+if TYPE_CHECKING:
+    from lightning.pytorch.loggers import Logger, WandbLogger
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -32,7 +34,8 @@ _offline_reason: str | None = None
 
 
 def is_wandb(logger_cfg: DictConfig | None) -> bool:
-    return bool(logger_cfg) and issubclass(get_class(logger_cfg._target_), WandbLogger)
+    # By name: the sweep callback asks too, and must not import Lightning (and torch) for it.
+    return bool(logger_cfg) and str(logger_cfg.get("_target_")).rsplit(".", 1)[-1] == "WandbLogger"
 
 
 def run_name(cfg: DictConfig) -> str:
@@ -108,6 +111,8 @@ def run_logger(cfg: DictConfig) -> Iterator[Logger | None]:
 def log_results(logger: Logger, metrics: dict[str, float], summary: dict[str, Any]) -> None:
     """The run's metrics; with wandb also ``summary`` (timings, cache hit, the primary metric's
     name) and the primary metric's value as ``primary`` in the run summary."""
+    from lightning.pytorch.loggers import WandbLogger
+
     logger.log_metrics(metrics)
     if isinstance(logger, WandbLogger):
         logger.experiment.summary.update({**summary, "primary": metrics.get(summary["primary_metric"])})

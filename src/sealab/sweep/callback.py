@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import atexit
 import logging
+import os
 from pathlib import Path
 from typing import Any
 
@@ -21,12 +22,14 @@ class SweepSummary(Callback):
     def __init__(self) -> None:
         self._sweep_dir: str | None = None  # set while a multirun's summary is still to be written
         self._logger_cfg: DictConfig | None = None  # wandb also gets the summary table
+        self._pid: int | None = None
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         # Hydra's basic sweeper re-raises a failed job's error after the batch and never calls
         # on_multirun_end; the exit hook then writes the summary (the exit status stays non-zero).
         self._sweep_dir = str(config.hydra.sweep.dir)
         self._logger_cfg = config.get("logger")
+        self._pid = os.getpid()  # the sweep's own process (jobs may run in others)
         atexit.register(self._summarize)
         # Imported now: at exit, pandas' first import fails (it starts a thread pool), as it
         # does when the jobs ran in other processes (joblib, submitit, ray).
@@ -43,7 +46,7 @@ class SweepSummary(Callback):
             write_failure(run_dir, job_return._return_value, config)
         else:  # a re-run (resume=true) that succeeded: the earlier failure is history
             (run_dir / FAILED).unlink(missing_ok=True)
-        if self._sweep_dir is not None:
+        if self._sweep_dir is not None and os.getpid() == self._pid:
             # Registered again after each in-process job, so the exit hook runs before those the
             # job's libraries registered (wandb's closes the service the sweep's table needs).
             atexit.unregister(self._summarize)
