@@ -94,9 +94,9 @@ class EpochSampler(Sampler):
         rank, world = _rank_and_world()
         rng = np.random.default_rng([self.seed, epoch])
         total = len(self) * world
-        order = rng.permutation(self.n)[np.arange(total) % self.n]
-        seeds = rng.integers(0, 2**63 - 1, size=total)
-        return [(int(order[i]), int(seeds[i])) for i in range(rank, total, world)]
+        order, seeds = rng.permutation(self.n), rng.integers(0, 2**63 - 1, size=self.n)
+        wrapped = np.arange(total) % self.n  # a padded draw repeats an earlier one, seed included
+        return [(int(order[i]), int(seeds[i])) for i in wrapped[rank::world]]
 
     def __iter__(self):
         draws = self.draws(self.epoch)[self.skip:]
