@@ -10,26 +10,27 @@ from omegaconf import OmegaConf
 
 from sealab.checks import RULES, rule_violations
 from sealab.device import check_devices, rank_device, trainer_placement
-from sealab.distributed import gather_rows, launch, shard_bounds
+from sealab.distributed import gather_rows, launch
 from sealab.features.cache import FeatureCache, cache_key
-from sealab.features.sharded import get_or_compute_across_ranks
+from sealab.features.sharded import get_or_compute_across_ranks, round_rows
 from sealab.features.shards import PartialEntry
 
 
-def test_shard_bounds_hand_worked():
-    assert shard_bounds(7, 2) == [(0, 3), (3, 7)]
-    assert shard_bounds(5, 3) == [(0, 1), (1, 3), (3, 5)]
-    assert shard_bounds(1, 2) == [(0, 0), (0, 1)]
+def test_round_rows_hand_worked():
+    # 7 rows in shards of 2 (shards 0-3) over 2 ranks: rank 0 takes shards 0 and 2, rank 1 shards 1 and 3
+    assert [round_rows(base, 2, 2, 7) for base in (0, 2)] == [[(0, 2), (2, 4)], [(4, 6), (6, 7)]]
+    # resumed after shard 0: the last round has no shard for rank 1
+    assert [round_rows(base, 2, 2, 7) for base in (1, 3)] == [[(2, 4), (4, 6)], [(6, 7), (7, 7)]]
 
 
-@pytest.mark.parametrize("n", [0, 1, 2, 9, 10, 1001])
+@pytest.mark.parametrize("n,shard_rows", [(1, 4), (7, 2), (10, 5), (1001, 64)])
 @pytest.mark.parametrize("ranks", [1, 2, 3, 8])
-def test_shards_cover_every_row_once(n, ranks):
-    bounds = shard_bounds(n, ranks)
-    rows = [i for start, stop in bounds for i in range(start, stop)]
-    assert rows == list(range(n))  # in order, no duplicate, none left out
-    sizes = [stop - start for start, stop in bounds]
-    assert max(sizes) - min(sizes) <= 1
+@pytest.mark.parametrize("first", [0, 1])
+def test_rounds_cover_the_missing_rows_once_in_order(n, shard_rows, ranks, first):
+    num_shards = -(-n // shard_rows)
+    rows = [i for base in range(first, num_shards, ranks)
+            for start, stop in round_rows(base, ranks, shard_rows, n) for i in range(start, stop)]
+    assert rows == list(range(min(first * shard_rows, n), n))  # in order, no duplicate, none left out
 
 
 def test_devices_setting():

@@ -52,11 +52,6 @@ def launch(devices: int, device: torch.device) -> None:
     Fabric(accelerator=accelerator, devices=devices, strategy=DDPStrategy(timeout=WAIT_LIMIT)).launch()
 
 
-def barrier() -> None:
-    if dist.is_initialized():
-        dist.barrier()
-
-
 def broadcast_from_zero(value: T) -> T:
     """Rank zero's ``value`` on every rank (a small picklable object)."""
     if not dist.is_initialized():
@@ -64,12 +59,6 @@ def broadcast_from_zero(value: T) -> T:
     box = [value]
     dist.broadcast_object_list(box, src=0)
     return box[0]
-
-
-def shard_bounds(n: int, ranks: int) -> list[tuple[int, int]]:
-    """Contiguous ``[start, stop)`` row ranges of ``n`` rows over ``ranks``: sizes differ by at
-    most one, none overlap, together they cover every row once (no padding duplicates)."""
-    return [(r * n // ranks, (r + 1) * n // ranks) for r in range(ranks)]
 
 
 def _transport_device() -> torch.device:

@@ -62,13 +62,19 @@ def _rounds(first: int, num_shards: int, shard_rows: int, n: int,
     dataset order, on rank zero (the other ranks yield nothing)."""
     ranks = world_size()
     for base in range(first, num_shards, ranks):
-        bounds = [(min(s * shard_rows, n), min((s + 1) * shard_rows, n)) for s in range(base, base + ranks)]
+        bounds = round_rows(base, ranks, shard_rows, n)
         sizes = [stop - start for start, stop in bounds]
         start, stop = bounds[rank()]
         x, y = _cat(rows(start, stop)) if stop > start else (None, None)
         x, y = gather_rows(x, sizes), gather_rows(y, sizes)
         if x is not None:
             yield x, y
+
+
+def round_rows(base: int, ranks: int, shard_rows: int, n: int) -> list[tuple[int, int]]:
+    """The rows ``[start, stop)`` of each rank in the round of shards ``base .. base + ranks - 1``
+    of an ``n``-row split (empty past the last shard)."""
+    return [(min(s * shard_rows, n), min((s + 1) * shard_rows, n)) for s in range(base, base + ranks)]
 
 
 def _cat(batches: Batches) -> tuple[torch.Tensor, torch.Tensor]:
