@@ -9,7 +9,7 @@ import torch
 from helpers import compose_train, fit_context, metrics_files, read_metrics, run_train
 from hydra.errors import InstantiationException
 from hydra.utils import instantiate
-from test_finetune import ColourImages, one_thread, snapshot, tiny_backbone  # noqa: F401 (fixture)
+from test_finetune import ColourImages, Recorder, one_thread, snapshot, tiny_backbone  # noqa: F401 (fixture)
 
 from sealab.features.extract import run_model
 from sealab.task import MultiClass
@@ -19,10 +19,13 @@ def test_it_trains_only_the_head_and_learns_colours(tmp_path):
     L.seed_everything(0)
     backbone = tiny_backbone()  # a ResNet: BatchNorm running statistics would move in train mode
     before = snapshot(backbone)
-    method = instantiate(compose_train(["method=linear_aug", "method.epochs=5", "method.batch_size=16"],
-                                       output_dir=tmp_path).method)
+    halving = "{_target_:torch.optim.lr_scheduler.StepLR,_partial_:true,step_size:1,gamma:0.5}"
+    method = instantiate(compose_train(["method=linear_aug", "method.epochs=4", "method.batch_size=16",
+                                        f"method.scheduler={halving}"], output_dir=tmp_path).method)
+    recorder = Recorder()
     classifier = method.fit_images(ColourImages(48, seed=0), ColourImages(12, seed=1), backbone,
-                                   fit_context(3, run_dir=tmp_path)).scorer
+                                   fit_context(3, callbacks=[recorder], run_dir=tmp_path)).scorer
+    assert recorder.lrs == [lr for lr in (1.6, 0.8, 0.4, 0.2) for _ in range(3)]  # the probe's kind of scheduler
     for key, value in backbone.state_dict().items():
         assert torch.equal(before[key], value), key
     assert all(p.grad is None and not p.requires_grad for p in backbone.parameters())
@@ -33,7 +36,7 @@ def test_it_trains_only_the_head_and_learns_colours(tmp_path):
 
 
 @pytest.mark.parametrize("override, message", [
-    ("method.scheduler=step", "method.scheduler='step'"),
+    ("method.scheduler=cosine", "method.scheduler='cosine'"),
     ("norm=unit", "norm='unit'"),
     ("method.accumulate_grad_batches=0", "method.accumulate_grad_batches=0"),
 ])

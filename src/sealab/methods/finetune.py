@@ -13,7 +13,7 @@ from sealab.backbones.base import Backbone
 from sealab.backbones.timm_backbone import TimmBackbone
 from sealab.heads.linear import LinearHead
 from sealab.methods.base import FitContext
-from sealab.methods.image_training import ImageModule, ImageTraining
+from sealab.methods.image_training import ImageModule, ImageTraining, cosine_per_step
 
 
 def layer_decay_groups(model: nn.Module, lr: float, weight_decay: float, decay: float) -> list[dict[str, Any]]:
@@ -65,4 +65,4 @@ class FineTune(ImageTraining):
         groups = ([{"params": list(tuned.parameters())}] if self.layer_decay is None else
                   layer_decay_groups(tuned.model, lr, settings.get("weight_decay", 0.0), self.layer_decay))
         groups.append({"params": list(head.parameters()), "lr": lr if self.head_lr is None else self.head_lr})
-        return ImageModule(tuned, nn.Identity(), head, self.optimizer, groups, cosine=True)
+        return ImageModule(tuned, nn.Identity(), head, self.optimizer, groups, cosine_per_step)

@@ -183,15 +183,16 @@ def checkpoint_to_resume(resume_from: str | None, run_dir: Path | None) -> Path 
 class ImageModule(HeadModule):
     """A linear head on the (normalised) features of a backbone, trained on image batches.
     A frozen backbone runs without gradients (linear probing); an unfrozen one trains with the
-    head (fine-tuning). ``param_groups`` are the optimiser's, each with its own lr; with
-    ``cosine`` every lr follows a cosine to 0 over all optimiser steps of the run."""
+    head (fine-tuning). ``param_groups`` are the optimiser's, each with its own lr;
+    ``scheduler(optimizer, steps)`` gives Lightning's scheduler config for a run of ``steps``
+    optimiser steps (None: constant lr)."""
 
     def __init__(self, backbone: Backbone, normalize: nn.Module, head: LinearHead,
                  optimizer: Callable[..., torch.optim.Optimizer], param_groups: list[dict[str, Any]],
-                 cosine: bool):
+                 scheduler: Callable[[torch.optim.Optimizer, int], Any] | None = None):
         super().__init__([head])
         self.backbone, self.normalize = backbone, normalize
-        self.optimizer_factory, self.param_groups, self.cosine = optimizer, param_groups, cosine
+        self.optimizer_factory, self.param_groups, self.scheduler = optimizer, param_groups, scheduler
 
     @property
     def head(self) -> LinearHead:
@@ -215,12 +216,16 @@ class ImageModule(HeadModule):
 
     def configure_optimizers(self):
         optimizer = self.optimizer_factory(self.param_groups)
-        if not self.cosine:
+        if self.scheduler is None:
             return optimizer
-        # Stepped every optimiser step, as the reference does: the decay ends at 0 however short the run.
-        cosine = torch.optim.lr_scheduler.CosineAnnealingLR(
-            optimizer, T_max=max(1, int(self.trainer.estimated_stepping_batches)))
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": cosine, "interval": "step"}}
+        steps = max(1, int(self.trainer.estimated_stepping_batches))
+        return {"optimizer": optimizer, "lr_scheduler": self.scheduler(optimizer, steps)}
+
+
+def cosine_per_step(optimizer: torch.optim.Optimizer, steps: int) -> dict[str, Any]:
+    """Every lr on a cosine to 0, stepped every optimiser step as the fine-tuning reference
+    does: the decay ends at 0 however short the run."""
+    return {"scheduler": torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=steps), "interval": "step"}
 
 
 class ImageTraining(ImageMethod):

@@ -20,18 +20,20 @@ class LinearAug(ImageTraining):
     against which SeA's feature-space augmentation is compared. The backbone stays frozen (eval
     mode, no gradients; it is neither copied nor changed); every batch is augmented, passed
     through it, normalised with the run's ``norm`` and scored by a bias-free linear head
-    trained with the probe's head and optimiser settings (``scheduler: cosine`` optional).
+    trained with the probe's head, optimiser and ``scheduler`` (as the probe's: null for a
+    constant lr, or a partial scheduler config, stepped every epoch).
     Checkpoints, resume, precision, accumulation: ``ImageTraining``.
     """
 
     def __init__(self, name: str, head: Callable[..., LinearHead],
                  optimizer: Callable[..., torch.optim.Optimizer], norm: str = "l2",
-                 scheduler: str | None = None, **training: Any):
+                 scheduler: Callable[[torch.optim.Optimizer], Any] | None = None, **training: Any):
         super().__init__(name, head, optimizer, **training)
-        if scheduler not in (None, "cosine"):
-            raise ValueError(f"method.scheduler={scheduler!r}: use null (constant lr, as the probe) or cosine")
+        if scheduler is not None and not callable(scheduler):
+            raise ValueError(f"method.scheduler={scheduler!r}: null, or a scheduler config with _partial_: true "
+                             "(e.g. _target_: torch.optim.lr_scheduler.CosineAnnealingLR, T_max: <epochs>)")
         self.normalizer = FeatureNormalizer(norm)  # checks the name now, before any training
-        self.cosine = scheduler == "cosine"
+        self.scheduler = scheduler
 
     def build(self, train: Dataset, backbone: Backbone, ctx: FitContext) -> ImageModule:
         if not backbone.frozen:
@@ -41,4 +43,5 @@ class LinearAug(ImageTraining):
                     if self.normalizer.mode == "center_l2" else torch.zeros(1, backbone.feature_dim))
         head = self.head_factory(in_features=backbone.feature_dim, task=ctx.task)
         return ImageModule(backbone, self.normalizer.fit(features), head, self.optimizer,
-                           [{"params": list(head.parameters())}], cosine=self.cosine)
+                           [{"params": list(head.parameters())}],
+                           None if self.scheduler is None else lambda optimizer, _: self.scheduler(optimizer))
