@@ -2,6 +2,9 @@
 ones are not."""
 
 import json
+import os
+import subprocess
+import sys
 
 from helpers import compose_train
 
@@ -41,3 +44,23 @@ def test_finished_record_found_anywhere_in_the_sweep_failed_ones_rerun(tmp_path)
     assert json.loads((moved / RESUMED).read_text())["metrics"] == str(own / "metrics.json")
     assert finished_record("bbb", tmp_path, tmp_path / "1_b") is None  # its last attempt failed
     assert finished_record("ccc", tmp_path, tmp_path / "2_c") is None
+
+
+def test_a_finished_job_is_skipped_before_torch_is_imported(tmp_path):
+    overrides = ["method=linear", "seed=3"]
+    sweep = tmp_path / "sweep"
+    run_dir = sweep / "0_digits_random_features_linear"
+    write_record(run_dir, config_hash(compose_train(overrides, output_dir=tmp_path)))
+    record = json.loads((run_dir / "metrics.json").read_text())
+    record.update(dataset="digits", backbone="random_features", method="linear", seed=3, fit_seconds=1.0,
+                  primary_metric="test/top1", metrics={"val/top1": 0.5, "test/top1": 0.25})
+    (run_dir / "metrics.json").write_text(json.dumps(record))
+    probe = ("import atexit, sys; atexit.register(lambda: print('torch imported:', 'torch' in sys.modules)); "
+             f"sys.argv = ['sealab-train', '-m', *{overrides!r}, 'resume=true', 'hydra.sweep.dir={sweep}']; "
+             "from sealab.train import main; main()")
+    proc = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=300, cwd=tmp_path,
+                          env={**os.environ, "SEALAB_ROOT": str(tmp_path)})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "not run again" in proc.stdout + proc.stderr
+    assert "| linear | 25.00 |" in (sweep / "summary.md").read_text()
+    assert proc.stdout.strip().endswith("torch imported: False")
