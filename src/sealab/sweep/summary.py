@@ -66,9 +66,10 @@ def failures(*roots: str | Path) -> pd.DataFrame:
     for path in _records(roots, FAILED):
         rows.append({**json.loads(path.read_text()), "status": "failed", "run_dir": str(path.parent)})
     for hydra_dir in _records(roots, ".hydra"):
-        run_dir = hydra_dir.parent
-        if not any((run_dir / name).exists() for name in (METRICS, FAILED, RESUMED)):
-            config = OmegaConf.merge(OmegaConf.load(hydra_dir / "config.yaml"), OmegaConf.load(hydra_dir / "hydra.yaml"))
+        run_dir, files = hydra_dir.parent, [hydra_dir / "config.yaml", hydra_dir / "hydra.yaml"]
+        done = any((run_dir / name).exists() for name in (METRICS, FAILED, RESUMED))
+        if not done and all(f.is_file() for f in files):  # (killed while Hydra wrote them: nothing to say)
+            config = OmegaConf.merge(*map(OmegaConf.load, files))
             rows.append({**job_identity(config), "error": "no result: still running, or killed",
                          "status": "unfinished", "run_dir": str(run_dir)})
     columns = [*KEYS, "overrides", "status", "error", "run_dir"]
