@@ -247,6 +247,14 @@ def test_a_killed_job_resumes_at_its_saved_step_and_ends_with_the_uninterrupted_
         torch.testing.assert_close(resumed[key], value, rtol=0, atol=1e-6, msg=key)
 
 
+def test_a_checkpoint_of_other_settings_is_refused(tmp_path):
+    """E.g. a sweep run again into the same dirs with another lr: not continued silently."""
+    fit_for_resume(tmp_path, tmp_path / "job", "method.epochs=1")
+    with pytest.raises(ValueError, match=r"other settings: optimizer: .*lr=0.05.* there, .*lr=0.1.* here"):
+        fit_for_resume(tmp_path, tmp_path / "job", "method.epochs=1", "method.optimizer.lr=0.1")
+    fit_for_resume(tmp_path, tmp_path / "job", "method.epochs=1", "method.checkpoint_every_n_steps=1")
+
+
 def test_resume_from_names_what_it_needs(tmp_path):
     run_dir = tmp_path / "run"
     assert checkpoint_to_resume(None, run_dir) is None  # a fresh run

@@ -133,10 +133,12 @@ class SeededAugment(Dataset):
 
 class SamplerPosition(L.Callback):
     """Stores in every checkpoint where the sampler stands after the last trained batch, and
-    puts it back there on resume (before Lightning draws the first batch)."""
+    puts it back there on resume (before Lightning draws the first batch). ``settings`` are
+    stored too: a checkpoint of a job with other settings (e.g. a sweep job's dir reused for
+    another lr) is refused rather than continued."""
 
-    def __init__(self, sampler: EpochSampler, batch_size: int):
-        self.sampler, self.batch_size = sampler, batch_size
+    def __init__(self, sampler: EpochSampler, batch_size: int, settings: dict[str, str]):
+        self.sampler, self.batch_size, self.settings = sampler, batch_size, settings
         self.position = (0, 0)
 
     def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx) -> None:
@@ -145,10 +147,18 @@ class SamplerPosition(L.Callback):
         self.position = ((trainer.current_epoch + 1, 0) if done >= trainer.num_training_batches
                          else (trainer.current_epoch, done * self.batch_size))
 
-    def state_dict(self) -> dict[str, int]:
-        return {"epoch": self.position[0], "skip": self.position[1]}
+    def state_dict(self) -> dict[str, Any]:
+        return {"epoch": self.position[0], "skip": self.position[1], "settings": self.settings}
 
-    def load_state_dict(self, state: dict[str, int]) -> None:
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        saved = state.get("settings", {})
+        differ = sorted(k for k in saved.keys() | self.settings.keys() if saved.get(k) != self.settings.get(k))
+        if differ:
+            raise ValueError(
+                "the checkpoint to resume from was written with other settings: "
+                + "; ".join(f"{k}: {saved.get(k)} there, {self.settings.get(k)} here" for k in differ)
+                + ". Resume with the killed job's settings, or start in a new run dir (a checkpoint in"
+                " the run dir is resumed unless method.resume_from points elsewhere).")
         self.position = (state["epoch"], state["skip"])
         self.sampler.resume_at(*self.position)
 
@@ -253,6 +263,14 @@ class ImageTraining(ImageMethod):
     @abstractmethod
     def build(self, train: Dataset, backbone: Backbone, ctx: FitContext) -> ImageModule: ...
 
+    # What may change between a killed job and its resumption (where it saves, how it loads, how
+    # it computes); every other constructor setting must be the same.
+    RESUMABLE_CHANGES = ("checkpoint_every_n_steps", "resume_from", "num_workers", "precision")
+
+    def settings(self, train: Dataset, ctx: FitContext) -> dict[str, str]:
+        kept = {k: v for k, v in vars(self).items() if k not in self.RESUMABLE_CHANGES}
+        return {k: repr(v) for k, v in {**kept, "seed": ctx.seed, "train_size": len(train)}.items()}
+
     def fit_images(self, train: Dataset, val: Dataset | None, backbone: Backbone,
                    ctx: FitContext) -> FitResult:
         precision = resolve_precision(self.precision, ctx.device)
@@ -266,7 +284,7 @@ class ImageTraining(ImageMethod):
         train_loader = DataLoader(SeededAugment(train, augmented_transform(backbone, image_size)),
                                   batch_sampler=batches, num_workers=workers, persistent_workers=workers > 0)
         val_loader = None if val is None else image_loader(val, backbone.transform, self.batch_size, workers)
-        callbacks: list[L.Callback] = [SamplerPosition(sampler, self.batch_size)]
+        callbacks: list[L.Callback] = [SamplerPosition(sampler, self.batch_size, self.settings(train, ctx))]
         saving: dict[str, Any] = {}
         if ctx.run_dir is not None:
             callbacks.append(ModelCheckpoint(

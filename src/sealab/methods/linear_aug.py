@@ -32,16 +32,16 @@ class LinearAug(ImageTraining):
         if scheduler is not None and not callable(scheduler):
             raise ValueError(f"method.scheduler={scheduler!r}: null, or a scheduler config with _partial_: true "
                              "(e.g. _target_: torch.optim.lr_scheduler.CosineAnnealingLR, T_max: <epochs>)")
-        self.normalizer = FeatureNormalizer(norm)  # checks the name now, before any training
-        self.scheduler = scheduler
+        FeatureNormalizer(norm)  # checks the name now, before any data is read
+        self.norm, self.scheduler = norm, scheduler
 
     def build(self, train: Dataset, backbone: Backbone, ctx: FitContext) -> ImageModule:
         if not backbone.frozen:
             raise ValueError(f"method={self.name} probes a frozen backbone, but {backbone.name} was unfrozen")
         # center_l2 subtracts the mean feature of the un-augmented training images.
         features = (run_model(backbone, train, backbone.transform, ctx.device)[0]
-                    if self.normalizer.mode == "center_l2" else torch.zeros(1, backbone.feature_dim))
+                    if self.norm == "center_l2" else torch.zeros(1, backbone.feature_dim))
         head = self.head_factory(in_features=backbone.feature_dim, task=ctx.task)
-        return ImageModule(backbone, self.normalizer.fit(features), head, self.optimizer,
+        return ImageModule(backbone, FeatureNormalizer(self.norm).fit(features), head, self.optimizer,
                            [{"params": list(head.parameters())}],
                            None if self.scheduler is None else lambda optimizer, _: self.scheduler(optimizer))
