@@ -165,6 +165,16 @@ def test_wandb_falls_back_to_offline_with_one_warning(failure, tmp_path, monkeyp
     assert len(list((tmp_path / "wandb").glob("offline-run-*"))) == 2
 
 
+def test_wandb_mode_disabled_is_honoured(tmp_path, monkeypatch):
+    import wandb
+
+    wandb.teardown()  # wandb reads its environment once per session: start another
+    monkeypatch.setenv("WANDB_MODE", "disabled")
+    with run_logger(compose_train(["logger=wandb"], output_dir=tmp_path)) as logger:
+        assert logger.experiment.disabled
+    assert not list(tmp_path.rglob("*.wandb"))
+
+
 def test_markdown_tables_reads_each_table():
     text = "| method | a/b |\n|---|---|\n| sea | 91.00 |\n| linear | 90.00 |\n\n1 job(s) without a result:\n\n" \
            "| run | error |\n|---|---|\n| 3_x | ValueError: bad |\n"

@@ -58,10 +58,10 @@ def _start_wandb(start: Callable[[bool], T], offline: bool) -> T:
     """``start(offline)``: online unless configured offline, offline after one warning when wandb
     has no API key or its server does not answer in time."""
     global _offline_reason
+    if os.environ.get("WANDB_MODE") in OFFLINE_MODES:
+        return start(False)  # wandb reads WANDB_MODE itself (an offline logger would overwrite it)
     if offline or _offline_reason:
         return start(True)
-    if os.environ.get("WANDB_MODE") in OFFLINE_MODES:
-        return start(False)  # wandb reads WANDB_MODE itself
     import wandb
 
     if not wandb.login(prompt=False, verify=False):  # never prompts: a sweep job has nobody to answer
