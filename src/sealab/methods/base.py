@@ -120,6 +120,6 @@ class HeadModule(L.LightningModule):
             self._val_scores, self._val_targets = [], []
             for k, head in enumerate(self.heads):
                 metrics = head.task.metrics(scores[:, k], y)
-                # Under DDP each rank scores its shard of val; the logged value is their mean.
+                # Under DDP the logged value is the mean over ranks (each scores all of val: the same).
                 self.log_dict({self.metric_key(f"val/{name}", k): value for name, value in metrics.items()},
                               sync_dist=True)
