@@ -170,8 +170,11 @@ def test_wandb_mode_disabled_is_honoured(tmp_path, monkeypatch):
 
     wandb.teardown()  # wandb reads its environment once per session: start another
     monkeypatch.setenv("WANDB_MODE", "disabled")
-    with run_logger(compose_train(["logger=wandb"], output_dir=tmp_path)) as logger:
-        assert logger.experiment.disabled
+    try:
+        with run_logger(compose_train(["logger=wandb"], output_dir=tmp_path)) as logger:
+            assert logger.experiment.disabled
+    finally:
+        wandb.teardown()  # the next test's session reads its own environment
     assert not list(tmp_path.rglob("*.wandb"))
 
 
