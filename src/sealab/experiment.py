@@ -20,7 +20,8 @@ from sealab.augment.sea import NUMERICS
 from sealab.backbones.base import Backbone
 from sealab.checks import check_run_config, one_of
 from sealab.data.base import DatasetBase, ImageDataset, PrecomputedFeatures
-from sealab.device import resolve_device, trainer_placement
+from sealab.device import check_devices, rank_device, resolve_device, trainer_placement
+from sealab.distributed import broadcast_from_zero, is_rank_zero, launch, rank
 from sealab.features.extract import PRECISIONS, run_model
 from sealab.features.ondisk import (
     STREAMING_RULES,
@@ -167,6 +168,9 @@ def run(cfg: DictConfig, config_hash: str | None = None) -> dict[str, Any]:
     (sealab.sweep.resume) is recorded for ``resume=true`` to recognise the result."""
     check_run_config(cfg, choice("method", cfg), CHOICE_RULES)
     device = resolve_device(cfg.device)
+    devices = check_devices(cfg.devices, device)
+    launch(devices, device)  # from here on, one process per device
+    device = rank_device(device, devices, rank())
     if cfg.num_threads:
         torch.set_num_threads(cfg.num_threads)
     run_dir = Path(cfg.paths.output_dir)
@@ -186,7 +190,8 @@ def run(cfg: DictConfig, config_hash: str | None = None) -> dict[str, Any]:
     if precomputed:  # no backbone runs: the features name their own (dataset.backbone)
         with open_dict(cfg):
             cfg.backbone = None
-    atomic_write_json(run_dir / "dataset.json", dataset.describe())
+    if is_rank_zero():
+        atomic_write_json(run_dir / "dataset.json", dataset.describe())
 
     with run_logger(cfg) as logger:
         # Features (fine-tuning trains on the images themselves: nothing to extract)
@@ -196,15 +201,20 @@ def run(cfg: DictConfig, config_hash: str | None = None) -> dict[str, Any]:
         # does not, and the fit must not depend on which happened.
         L.seed_everything(cfg.seed, workers=True, verbose=False)
         ctx = FitContext(task=dataset.task, seed=cfg.seed, device=device,
-                         make_trainer=lambda **kw: instantiate(cfg.trainer, logger=logger or False,
-                                                               **trainer_placement(device), **kw))
+                         make_trainer=lambda **kw: instantiate(
+                             cfg.trainer, logger=logger or False,
+                             **trainer_placement(device, devices if on_images else 1), **kw))
+        # Fine-tuning trains on every rank (DDP); a method on features fits on rank zero alone
+        # while the others wait for its record.
         fitted = (_fit_on_images(method, dataset, backbone, cfg, ctx) if on_images
-                  else _fit_on_features(method, features, cfg, ctx))
-        if logger:
+                  else _fit_on_features(method, features, cfg, ctx) if is_rank_zero() else None)
+        if logger and fitted is not None:
             log_results(logger, fitted.metrics, {"primary_metric": f"test/{dataset.primary_metric}",
                                                  "fit_seconds": fitted.fit_seconds,
                                                  "extract_seconds": features.extract_seconds,
                                                  "cache_hit": features.cache_hit})
+    if not is_rank_zero():  # rank zero alone records
+        return broadcast_from_zero(None)
 
     # Record
     if cfg.save_classifier:
@@ -218,6 +228,7 @@ def run(cfg: DictConfig, config_hash: str | None = None) -> dict[str, Any]:
         "norm": cfg.norm,
         "fit_on": cfg.fit_on,
         "device": str(device),
+        "devices": devices,
         "metrics": fitted.metrics,
         "primary_metric": f"test/{dataset.primary_metric}",
         "fit_seconds": fitted.fit_seconds,
@@ -233,4 +244,4 @@ def run(cfg: DictConfig, config_hash: str | None = None) -> dict[str, Any]:
     path = write_metrics(run_dir, record)
     print_metrics(record)
     log.info("wrote %s", path)
-    return record
+    return broadcast_from_zero(record)
