@@ -56,10 +56,11 @@ def run_group(logger_cfg: DictConfig, sweep: Path | None) -> str | None:
 
 def _start_wandb(start: Callable[[bool], T], offline: bool) -> T:
     """``start(offline)``: online unless configured offline, offline after one warning when wandb
-    has no API key or its server does not answer in time."""
+    has no API key or its server does not answer in time. ``start(True)`` must pass wandb.init
+    ``mode="offline"``: after a first init, wandb no longer reads WANDB_MODE."""
     global _offline_reason
     if os.environ.get("WANDB_MODE") in OFFLINE_MODES:
-        return start(False)  # wandb reads WANDB_MODE itself (an offline logger would overwrite it)
+        return start(False)  # the user's WANDB_MODE, which wandb reads itself
     if offline or _offline_reason:
         return start(True)
     import wandb
@@ -83,7 +84,10 @@ def _make_logger(cfg: DictConfig) -> Logger:
                 "tags": [choice(group, cfg) for group in NAMED_BY_CHOICE] + list(cfg.logger.get("tags") or [])}
 
     def start(offline: bool) -> WandbLogger:
-        logger = instantiate(cfg.logger, offline=offline, _convert_="all", **identity)
+        # Lightning's own offline=true would set WANDB_MODE for the whole process (and later
+        # runs would take it for the user's); the mode goes to wandb.init instead.
+        logger = instantiate(cfg.logger, offline=False, mode="offline" if offline else None, _convert_="all",
+                             **identity)
         logger.experiment  # wandb.init, which raises here when it cannot go online
         return logger
 
