@@ -20,7 +20,7 @@ from hydra.utils import instantiate
 from omegaconf import OmegaConf, open_dict, read_write
 
 from sealab import loggers
-from sealab.loggers import markdown_tables, run_logger, run_name
+from sealab.loggers import log_results, markdown_tables, run_logger, run_name
 from sealab.sweep.callback import SweepSummary
 
 
@@ -176,6 +176,15 @@ def test_wandb_mode_disabled_is_honoured(tmp_path, monkeypatch):
     finally:
         wandb.teardown()  # the next test's session reads its own environment
     assert not list(tmp_path.rglob("*.wandb"))
+
+
+def test_results_on_a_rank_other_than_zero_log_nothing(monkeypatch):
+    # Under DDP every rank of a fine-tuning run logs its results; only rank zero has a wandb run.
+    from lightning.fabric.utilities.rank_zero import rank_zero_only
+    from lightning.pytorch.loggers import WandbLogger
+
+    monkeypatch.setattr(rank_zero_only, "rank", 1)
+    log_results(WandbLogger(offline=True), {"test/top1": 0.5}, {"primary_metric": "test/top1"})
 
 
 def test_markdown_tables_reads_each_table():

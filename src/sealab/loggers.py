@@ -115,10 +115,11 @@ def run_logger(cfg: DictConfig) -> Iterator[Logger | None]:
 def log_results(logger: Logger, metrics: dict[str, float], summary: dict[str, Any]) -> None:
     """The run's metrics; with wandb also ``summary`` (timings, cache hit, the primary metric's
     name) and the primary metric's value as ``primary`` in the run summary."""
+    from lightning.fabric.utilities.rank_zero import rank_zero_only
     from lightning.pytorch.loggers import WandbLogger
 
     logger.log_metrics(metrics)
-    if isinstance(logger, WandbLogger):
+    if isinstance(logger, WandbLogger) and rank_zero_only.rank == 0:  # other ranks hold a stand-in run
         logger.experiment.summary.update({**summary, "primary": metrics.get(summary["primary_metric"])})
 
 
