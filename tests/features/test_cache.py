@@ -171,7 +171,7 @@ def test_a_wait_for_a_lock_names_key_and_holder_and_ends_at_lock_timeout(tmp_pat
                               stdout=subprocess.PIPE, text=True)
     try:
         assert holder.stdout.readline().strip() == "locked"
-        cache = FeatureCache(tmp_path, lock_timeout=1.0, report_every=0.3)
+        cache = FeatureCache(tmp_path, lock_timeout=1.5, report_every=0.3)
         with caplog.at_level(logging.WARNING), pytest.raises(TimeoutError) as failed:
             get(cache, {"id": "busy"}, filler(features()))
     finally:
@@ -179,7 +179,7 @@ def test_a_wait_for_a_lock_names_key_and_holder_and_ends_at_lock_timeout(tmp_pat
         holder.wait(timeout=30)
     who = f"pid {holder.pid} on host {socket.gethostname()}"
     waits = [r.getMessage() for r in caplog.records if r.getMessage().startswith("waiting for feature cache entry")]
-    assert len(waits) >= 3 and all(key in m and who in m and "extract.lock_timeout=1 s" in m for m in waits)
+    assert len(waits) >= 3 and all(key in m and who in m and "extract.lock_timeout=1.5 s" in m for m in waits)
     assert key in str(failed.value) and who in str(failed.value) and "extract.lock_timeout" in str(failed.value)
     entry, hit = get(cache, {"id": "busy"}, filler(features()))  # the holder is gone: the lock is free
     assert not hit and not (tmp_path / f"{key}.holder.json").exists()

@@ -88,6 +88,10 @@ def test_an_ensemble_member_can_be_a_config_name():
 def test_bad_extraction_settings_name_the_key(tmp_path):
     with pytest.raises(ValueError, match="extract.cache_dtype"):
         load_split_features(tiny_digits(), tiny_timm(), tmp_path, CPU, cache_dtype="int8")
+    with pytest.raises(ValueError, match="extract.shard_size=0"):
+        load_split_features(tiny_digits(), tiny_timm(), tmp_path, CPU, shard_size=0)
+    with pytest.raises(ValueError, match="extract.lock_timeout=-1"):
+        load_split_features(tiny_digits(), tiny_timm(), tmp_path, CPU, lock_timeout=-1)
     with pytest.raises(ValueError, match="extract.precision"):
         extract_features(tiny_timm(), tiny_digits().split("val"), CPU, precision="fp8")
     with pytest.raises(ValueError, match="extract.num_workers"):
