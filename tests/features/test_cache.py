@@ -224,3 +224,25 @@ def test_a_read_only_cache_serves_hits_and_extracts_misses_uncached_with_one_war
     assert all(torch.equal(x, made[0]) for x in loaded)
     assert len(caplog.records) == 1 and f"paths.cache_dir={root} cannot be written" in caplog.records[0].getMessage()
     assert not any((root / cache_key({"id": i})).exists() for i in ("new", "newer"))
+
+
+def test_shards_of_another_plan_are_dropped_and_a_damaged_shard_is_extracted_again(tmp_path):
+    x, y = features()
+    old = PartialEntry(tmp_path / "p", 20, 8, "float32")
+    for i in range(2):
+        old.write(i, x[8 * i:8 * (i + 1)].numpy(), y[8 * i:8 * (i + 1)].numpy())
+    assert old.finished() == 2
+    assert PartialEntry(tmp_path / "p", 20, 4, "float32").finished() == 0  # other shard size: start over
+    partial = PartialEntry(tmp_path / "p", 20, 8, "float32")
+    partial.extend([(x, y)])
+    shard = tmp_path / "p" / "shard-00001.npy"
+    raw = bytearray(shard.read_bytes())
+    raw[-1] ^= 0x01  # same size, so the record still counts it finished
+    shard.write_bytes(bytes(raw))
+    assert partial.finished() == 3
+    with pytest.raises(RuntimeError, match="shard-00001.npy does not match its recorded sha256"):
+        partial.assemble(tmp_path / "features.npy", tmp_path / "labels.npy")
+    assert partial.finished() == 1  # the next run extracts shards 1-2 again
+    partial.extend([(x[8:], y[8:])])
+    partial.assemble(tmp_path / "features.npy", tmp_path / "labels.npy")
+    assert np.array_equal(np.load(tmp_path / "features.npy"), x.numpy())
