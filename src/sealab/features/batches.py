@@ -121,10 +121,15 @@ class BlockShuffledBatches:
         # One pair of block buffers for the epoch, refilled block after block.
         raw = np.empty((min(self.data.block_rows, len(self.data)), self.data.shape[1]), dtype=self.data.rows.dtype)
         out = torch.empty(raw.shape, dtype=torch.float32)
+        # The epoch's targets in visit order, made once: per-block allocations that live while
+        # training steps allocate and free around them fragment the heap, which then keeps growing.
+        epoch_targets = self.targets[torch.cat([b.rows() for b in blocks]).to(self.device)]
         carry: list[tuple[torch.Tensor, torch.Tensor]] = []  # the start of a batch the last block began
+        at = 0
         for block_spec in blocks:
             block = self.data.read(block_spec.chunks, raw, out).to(self.device)
-            local, targets = block_spec.perm.to(self.device), self.targets[block_spec.rows().to(self.device)]
+            local = block_spec.perm.to(self.device)
+            targets, at = epoch_targets[at:at + len(local)], at + len(local)
             i = 0
             if carry:  # finish the batch the previous block began
                 i = self.batch_size - sum(len(y) for _, y in carry)
