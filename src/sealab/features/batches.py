@@ -3,7 +3,10 @@ streamed by shuffled blocks."""
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 from dataclasses import dataclass
+from typing import Callable
 
 import lightning as L
 import numpy as np
@@ -61,6 +64,26 @@ class Block:
     def rows(self) -> torch.Tensor:
         """The file rows in visit order."""
         return torch.cat([torch.arange(start, stop) for start, stop in self.chunks])[self.perm]
+
+
+def _libc_malloc_trim() -> Callable[[int], int] | None:
+    try:
+        return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim
+    except (OSError, AttributeError):  # not glibc
+        return None
+
+
+MALLOC_TRIM = _libc_malloc_trim()
+
+
+def release_free_memory() -> None:
+    """Hand memory the allocator holds but no tensor uses back to the kernel (glibc). Training
+    steps free tensors of a few MiB; glibc serves them from its heap once its adaptive mmap
+    threshold has risen, and keeps the freed space: without this, a streamed epoch's peak
+    resident memory grows with n (measured: +225, +455, +860 MiB at n = 20k, 80k, 320k of d=2048)
+    although no buffer does."""
+    if MALLOC_TRIM is not None:
+        MALLOC_TRIM(0)
 
 
 def epoch_blocks(n: int, block_rows: int, chunk_rows: int, gen: torch.Generator) -> list[Block]:
@@ -127,6 +150,7 @@ class BlockShuffledBatches:
         carry: list[tuple[torch.Tensor, torch.Tensor]] = []  # the start of a batch the last block began
         at = 0
         for block_spec in blocks:
+            release_free_memory()
             block = self.data.read(block_spec.chunks, raw, out).to(self.device)
             local = block_spec.perm.to(self.device)
             targets, at = epoch_targets[at:at + len(local)], at + len(local)
