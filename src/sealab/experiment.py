@@ -221,7 +221,7 @@ def run(cfg: DictConfig, config_hash: str | None = None) -> dict[str, Any]:
         atomic_write_bytes(run_dir / "classifier.pt", lambda p: torch.save(fitted.classifier.state_dict(), p))
     record = {
         "dataset": dataset.name,
-        "backbone": dataset.backbone if precomputed else choice("backbone", cfg),
+        "backbone": choice("backbone", cfg),
         "method": method.name,
         "seed": cfg.seed,
         "overrides": task_overrides(),

@@ -17,7 +17,10 @@ def task_overrides() -> list[str]:
 
 
 def choice(group: str, cfg: DictConfig) -> str:
-    """The config-group option picked for this run (e.g. ``sea`` for method)."""
+    """The config-group option picked for this run (e.g. ``sea`` for method). Precomputed
+    features (``dataset.backbone``) name the backbone that made them: none of ours runs."""
+    if group == "backbone" and OmegaConf.select(cfg, "dataset.backbone"):
+        return str(cfg.dataset.backbone)
     if HydraConfig.initialized():
         picked = HydraConfig.get().runtime.choices.get(group)
         if picked:
