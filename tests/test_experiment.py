@@ -13,6 +13,7 @@ from hydra.utils import instantiate
 from omegaconf import open_dict
 
 import sealab.experiment
+import sealab.loggers
 from sealab.checks import check_run_config
 from sealab.device import resolve_device, trainer_placement
 from sealab.experiment import run
@@ -146,7 +147,7 @@ class RecordingLogger:
 @pytest.mark.parametrize("fails", [False, True])
 def test_the_logger_is_closed_whatever_happens(fails, tmp_path, monkeypatch):
     RecordingLogger.instances.clear()
-    monkeypatch.setattr(sealab.experiment, "instantiate", lambda node, **kw: RecordingLogger()
+    monkeypatch.setattr(sealab.loggers, "instantiate", lambda node, **kw: RecordingLogger()
                         if node.get("_target_") == "RecordingLogger" else instantiate(node, **kw))
     cfg = compose_train(["method=logreg", "method.grid_size=3", "backbone.feature_dim=64", "logger=csv",
                          *(["fit_on=trainval"] if fails else [])], output_dir=tmp_path)

@@ -237,6 +237,7 @@ def run(cfg: DictConfig, config_hash: str | None = None) -> dict[str, Any]:
         **({"grid": fitted.grid} if fitted.grid else {}),
         "extract_seconds": features.extract_seconds,
         "cache_hit": features.cache_hit,
+        "extracted": features.extracted,
         "git_sha": git_sha(),
         "config": OmegaConf.to_container(cfg, resolve=True),
         "config_hash": config_hash,

@@ -58,6 +58,9 @@ class SplitFeatures:
     cache_hit: bool
     extract_seconds: float
     files: dict[str, CacheEntry] = field(default_factory=dict)
+    # The splits this run extracted (the others came from the cache, some perhaps made by a
+    # parallel job while this one waited for the key's lock).
+    extracted: list[str] = field(default_factory=list)
 
 
 def check_features(x: torch.Tensor, where: str) -> None:
@@ -144,19 +147,18 @@ def load_split_features(dataset: DatasetBase, backbone: Backbone | None, cache_d
     cache = FeatureCache(cache_dir, lock_timeout=lock_timeout)
     ensemble = isinstance(backbone, Ensemble)
     members = list(backbone.members) if ensemble else [backbone]
-    loaders, files, hits = {}, {}, []
+    loaders, files, extracted = {}, {}, []
     for split in SPLITS:
         parts = [_cached_split(cache, m, dataset, split, device, cache_dtype, shard_rows, **extraction)
                  for m in members]
-        hits += [p.hit for p in parts]
+        extracted += [split] * sum(not p.hit for p in parts)
         if not ensemble:
             files[split] = parts[0].entry
         loaders[split] = lambda parts=parts, split=split: _load(parts, dataset, backbone, split)
-    cache_hit = all(hits)
     log.info("features of %s through %s: %s", dataset.name, backbone.name,
-             "all splits from the cache, no extraction" if cache_hit else
-             f"extracted {sum(not h for h in hits)} split(s), cached under {cache.root}")
-    return SplitFeatures(LazySplits(loaders), cache_hit, time.perf_counter() - start, files)
+             f"extracted {len(extracted)} split(s), cached under {cache.root}" if extracted else
+             "all splits from the cache, no extraction")
+    return SplitFeatures(LazySplits(loaders), not extracted, time.perf_counter() - start, files, extracted)
 
 
 def _load(parts: list[_CachedSplit], dataset: ImageDataset, backbone: Backbone, split: str) -> Split:
