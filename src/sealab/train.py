@@ -50,7 +50,7 @@ def main(cfg: DictConfig) -> float | None:
     # torch, Lightning and timm are imported only once a job runs: they take seconds, and
     # --help, --cfg, shell completion, a compose error and a resumed job need none of them.
     from sealab.sweep.launch import available_cores, threads_per_job
-    from sealab.sweep.resume import config_hash, finished_record
+    from sealab.sweep.resume import config_hash, finished_record, nothing_to_resume
 
     _check_optimized_metric(cfg.optimized_metric)
     hydra_cfg = HydraConfig.get()
@@ -62,6 +62,8 @@ def main(cfg: DictConfig) -> float | None:
         record = finished_record(digest, Path(hydra_cfg.sweep.dir) if multirun else run_dir, run_dir)
         if record is not None:
             log.info("resume: this job's result is already in the sweep (config %s): not run again", digest)
+        elif multirun and (warning := nothing_to_resume(list(hydra_cfg.overrides.hydra))):
+            log.warning(warning)
     if record is None:
         if cfg.num_threads is None and multirun:
             cfg.num_threads = threads_per_job(hydra_cfg.launcher, available_cores())

@@ -9,7 +9,7 @@ import sys
 from helpers import compose_train
 
 from sealab.sweep.outcome import FAILED, RESUMED
-from sealab.sweep.resume import config_hash, finished_record
+from sealab.sweep.resume import config_hash, finished_record, nothing_to_resume
 
 
 def digest(tmp_path, *overrides, out="run"):
@@ -64,3 +64,8 @@ def test_a_finished_job_is_skipped_before_torch_is_imported(tmp_path):
     assert "not run again" in proc.stdout + proc.stderr
     assert "| linear | 25.00 |" in (sweep / "summary.md").read_text()
     assert proc.stdout.strip().endswith("torch imported: False")
+
+
+def test_resume_without_the_sweep_folder_says_how_to_name_it():
+    assert "hydra.sweep.dir=" in nothing_to_resume(["hydra.launcher.n_jobs=2"])
+    assert nothing_to_resume(["hydra.sweep.dir=multirun/2026-11-26/10-00-00-000000"]) is None

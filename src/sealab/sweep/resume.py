@@ -49,3 +49,12 @@ def finished_record(digest: str, sweep_dir: Path, run_dir: Path) -> dict[str, An
                 atomic_write_json(run_dir / RESUMED, {"metrics": str(path)})
             return record
     return None
+
+
+def nothing_to_resume(hydra_overrides: list[str]) -> str | None:
+    """Why ``resume=true`` cannot find earlier results, when the sweep folder is not given: the
+    default one is named by the time, so it is always new."""
+    if any(o.startswith("hydra.sweep.dir=") for o in hydra_overrides):
+        return None
+    return ("resume=true, but without hydra.sweep.dir=<the folder of the sweep to resume> this job writes into a "
+            "new folder and nothing is resumed")
