@@ -174,6 +174,8 @@ def test_a_wait_for_a_lock_names_key_and_holder_and_ends_at_lock_timeout(tmp_pat
         cache = FeatureCache(tmp_path, lock_timeout=1.5, report_every=0.3)
         with caplog.at_level(logging.WARNING), pytest.raises(TimeoutError) as failed:
             get(cache, {"id": "busy"}, filler(features()))
+        with pytest.raises(TimeoutError, match="extract.lock_timeout"):  # 0: gives up at once
+            get(FeatureCache(tmp_path, lock_timeout=0), {"id": "busy"}, filler(features()))
     finally:
         holder.stdin.close()
         holder.wait(timeout=30)

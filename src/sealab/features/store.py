@@ -122,8 +122,9 @@ def _check_settings(cache_dtype: str, shard_size: int, lock_timeout: float) -> N
         raise ValueError(f"extract.cache_dtype={cache_dtype!r}: choose one of {list(CACHE_DTYPES)}")
     if not isinstance(shard_size, int) or isinstance(shard_size, bool) or shard_size < 1:
         raise ValueError(f"extract.shard_size={shard_size!r}: use a number of images >= 1")
-    if not isinstance(lock_timeout, (int, float)) or isinstance(lock_timeout, bool) or lock_timeout <= 0:
-        raise ValueError(f"extract.lock_timeout={lock_timeout!r}: use a number of seconds > 0")
+    # 0: give up at once when another job holds the entry (as checks.RULES documents it)
+    if not isinstance(lock_timeout, (int, float)) or isinstance(lock_timeout, bool) or lock_timeout < 0:
+        raise ValueError(f"extract.lock_timeout={lock_timeout!r}: use a number of seconds >= 0")
 
 
 def load_split_features(dataset: DatasetBase, backbone: Backbone | None, cache_dir: str, device: torch.device,
