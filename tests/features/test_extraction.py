@@ -92,6 +92,8 @@ def test_bad_extraction_settings_name_the_key(tmp_path):
         load_split_features(tiny_digits(), tiny_timm(), tmp_path, CPU, shard_size=0)
     with pytest.raises(ValueError, match="extract.lock_timeout=-1"):
         load_split_features(tiny_digits(), tiny_timm(), tmp_path, CPU, lock_timeout=-1)
+    # 0 is a valid setting (give up at once when another job holds the entry): a free cache extracts
+    assert not load_split_features(tiny_digits(), tiny_timm(), tmp_path, CPU, lock_timeout=0).cache_hit
     with pytest.raises(ValueError, match="extract.precision"):
         extract_features(tiny_timm(), tiny_digits().split("val"), CPU, precision="fp8")
     with pytest.raises(ValueError, match="extract.num_workers"):
