@@ -16,41 +16,23 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
 from torch import nn
 
-from sealab.augment.sea import NUMERICS
 from sealab.backbones.base import Backbone
-from sealab.checks import check_run_config, one_of
+from sealab.checks import check_run_config
 from sealab.data.base import DatasetBase, ImageDataset, PrecomputedFeatures
 from sealab.device import check_devices, rank_device, resolve_device, trainer_placement
 from sealab.distributed import broadcast_from_zero, is_rank_zero, launch, rank
-from sealab.features.extract import PRECISIONS, run_model
-from sealab.features.ondisk import (
-    STREAMING_RULES,
-    StreamedFeatures,
-    streamed_train_split,
-)
-from sealab.features.store import (
-    CACHE_DTYPES,
-    CACHE_SETTINGS,
-    SplitFeatures,
-    load_split_features,
-)
+from sealab.features.extract import run_model
+from sealab.features.ondisk import StreamedFeatures, streamed_train_split
+from sealab.features.store import CACHE_SETTINGS, SplitFeatures, load_split_features
 from sealab.fileio import atomic_write_bytes, atomic_write_json
-from sealab.heads.normalize import NORMS, FeatureNormalizer
+from sealab.heads.normalize import FeatureNormalizer
 from sealab.job import choice, task_overrides
 from sealab.loggers import log_results, run_logger
 from sealab.methods.base import Features, FitContext, ImageMethod, Method
-from sealab.methods.logreg import DTYPES
 from sealab.report import git_sha, print_metrics, write_metrics
 from sealab.task import Task
 
 log = logging.getLogger(__name__)
-
-# Config choices defined by the modules that use them (checks.py sits below those and cannot
-# import them); checked with the rest of the config before any data is read.
-CHOICE_RULES = {"norm": one_of(*NORMS), "extract.precision": one_of(*PRECISIONS),
-                "extract.cache_dtype": one_of(*CACHE_DTYPES), "method.augmenter.mode": one_of(*NUMERICS),
-                "method.dtype": one_of(*DTYPES), **STREAMING_RULES}
-
 
 @torch.no_grad()
 def _scores(model: nn.Module, x: torch.Tensor, chunk: int = 8192) -> torch.Tensor:
@@ -166,7 +148,7 @@ def _fit_on_images(method: ImageMethod, dataset: ImageDataset, backbone: Backbon
 def run(cfg: DictConfig, config_hash: str | None = None) -> dict[str, Any]:
     """Execute one configured experiment and return its metrics record. ``config_hash``
     (sealab.sweep.resume) is recorded for ``resume=true`` to recognise the result."""
-    check_run_config(cfg, choice("method", cfg), CHOICE_RULES)
+    check_run_config(cfg, choice("method", cfg))
     device = resolve_device(cfg.device)
     devices = check_devices(cfg.devices, device)
     launch(devices, device)  # from here on, one process per device

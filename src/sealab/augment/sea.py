@@ -11,6 +11,7 @@ from sealab.augment.step import (
     span_softmax,
 )
 from sealab.heads.linear import LinearHead
+from sealab.rules import number, one_of, positive, validate
 
 
 def gradient_dots(head: LinearHead, logits: torch.Tensor, y: torch.Tensor,
@@ -70,10 +71,12 @@ class SeA(SpanStep):
     (``PublishedNumerics``, the reference code's, to compare with published numbers).
     """
 
+    # eta: the step; alpha: the temperature of the softmax over partners.
+    RULES = {"eta": number(0), "alpha": positive(), "mode": one_of(*NUMERICS)}
+
     def __init__(self, eta: float = 0.8, alpha: float = 0.01, mode: str = "clean"):
+        validate("SeA", self.RULES, eta=eta, alpha=alpha, mode=mode)
         super().__init__(eta)
-        if mode not in NUMERICS:
-            raise ValueError(f"SeA mode={mode!r} is unknown: choose one of {list(NUMERICS)}")
         self.alpha, self.mode, self.numerics = alpha, mode, NUMERICS[mode]
 
     def weights(self, batch, logits, head, allowed):

@@ -17,15 +17,10 @@ import numpy as np
 import torch
 from numpy.lib import format as npy_format
 
-from sealab.checks import Rule, integer, positive
 
 log = logging.getLogger(__name__)
 
 STREAMABLE_DTYPES = (np.dtype(np.float16), np.dtype(np.float32))
-# The ``features.*`` settings, checked with the run's config before any data is read.
-STREAMING_RULES = {"features.in_memory": Rule("bool", also=("auto",)),
-                   "features.memory_budget_gb": positive(), "features.block_rows": integer(1),
-                   "features.chunk_rows": integer(1)}
 
 
 class NpyRows:
