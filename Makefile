@@ -1,12 +1,13 @@
-# Two commands: `make run` (default experiment) and `make test` (the test suite).
-# Both create .venv when missing and reinstall only when pyproject.toml changed.
+# Two commands: `make run` (default experiment) and `make test` (every test, the slow ones
+# included: what CI runs). `make test-fast` leaves out the tests marked slow, for daily work.
+# All create .venv when missing and reinstall only when pyproject.toml changed.
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 ARGS ?=
 
-.PHONY: run test test-all bench clean
+.PHONY: run test test-fast bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -18,11 +19,12 @@ $(STAMP): pyproject.toml
 run: $(STAMP)
 	$(BIN)/sealab-train experiment=quickstart $(ARGS)
 
+# --durations: the slowest tests are listed, so a suite that grows past its budget shows why.
 test: $(STAMP)
-	$(BIN)/python -m pytest -q $(ARGS)
+	$(BIN)/python -m pytest -q --durations=10 $(ARGS)
 
-test-all: $(STAMP)
-	$(BIN)/python -m pytest -q -m "slow or not slow" $(ARGS)
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -q -m "not slow" $(ARGS)
 
 bench: $(STAMP)
 	$(BIN)/python -m sealab.bench --out bench/results.json $(ARGS)
