@@ -88,25 +88,34 @@ def undeclared_keys(cfg: DictConfig) -> list[str]:
                  if key not in COMPONENTS}
     missing = [key for key in flatten(run_level) if declaration(key) is None]
     for group in COMPONENTS:
-        for path, node in _components(cfg.get(group), group):
-            for key in node:
-                if key in HYDRA_KEYS:
-                    continue
-                child = node[key] if not OmegaConf.is_missing(node, key) else None
-                if isinstance(child, DictConfig) and "_target_" in child:
-                    continue  # checked by its own class
-                if rule_at(node, str(key)) is None and not _owned_below(node, str(key)):
-                    missing.append(f"{path}.{key}")
+        if isinstance(cfg.get(group), DictConfig):
+            missing += _undeclared_below(cfg[group], group)
     return sorted(missing)
 
 
-def _owned_below(node: DictConfig, key: str) -> bool:
-    """A sub-node whose every leaf has a dotted rule of ``node``'s class (``optimizer.*``)."""
-    child = node.get(key)
-    if not isinstance(child, DictConfig):
-        return False
-    rules = declared_rules(node)
-    return all(k in HYDRA_KEYS or f"{key}.{k}" in rules for k in child)
+def _is_sealabs(node: Any) -> bool:
+    """A node whose ``_target_`` is a sealab class, which declares the node's keys itself."""
+    return isinstance(node, DictConfig) and str(node.get("_target_", "")).split(".")[0] == "sealab"
+
+
+def _undeclared_below(node: DictConfig, path: str) -> list[str]:
+    """The keys of component ``node`` without a rule. A sub-node built by a class that is not
+    sealab's (``optimizer``: torch.optim.SGD) needs a dotted rule of ``node``'s class per key,
+    unless ``node`` declares it a component (any class: a scheduler), which checks its own."""
+    missing = []
+    for key in node:
+        if key in HYDRA_KEYS:
+            continue
+        child = None if OmegaConf.is_missing(node, key) else node[key]
+        if _is_sealabs(child):
+            missing += _undeclared_below(child, f"{path}.{key}")
+        elif rule_at(node, str(key)) is None:
+            if isinstance(child, DictConfig):
+                missing += [f"{path}.{key}.{leaf}" for leaf in child
+                            if leaf not in HYDRA_KEYS and rule_at(node, f"{key}.{leaf}") is None]
+            else:
+                missing.append(f"{path}.{key}")
+    return missing
 
 
 def check_run_config(cfg: DictConfig, method_choice: str) -> None:

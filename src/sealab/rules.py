@@ -46,8 +46,11 @@ class Rule:
             return isinstance(value, str)
         if self.kind == "list":
             return isinstance(value, (list, tuple)) or _is_omegaconf(value, "ListConfig")
-        if self.kind in ("mapping", "component"):
+        if self.kind == "mapping":
             return isinstance(value, Mapping) or _is_omegaconf(value, "DictConfig")
+        if self.kind == "component":
+            # a config node, or (given to a constructor in Python) the object or factory it builds
+            return isinstance(value, Mapping) or _is_omegaconf(value, "DictConfig") or callable(value)
         # bool is an int subclass in Python: true/false is no count or step size
         numeric = isinstance(value, int if self.kind == "int" else (int, float)) and not isinstance(value, bool)
         if not numeric or not math.isfinite(value):
@@ -144,9 +147,10 @@ def violations(rules: Mapping[str, Rule], values: Mapping[str, Any], prefix: str
     return problems
 
 
-def validate(owner: str, rules: Mapping[str, Rule], **values: Any) -> None:
+def validate(owner: str, rules: Mapping[str, Rule], *, prefix: str = "", **values: Any) -> None:
     """What a constructor calls with its arguments: raises one ValueError listing every value that
-    breaks its declared rule, e.g. ``SeA: eta=-1: must be a number >= 0``."""
-    problems = violations(rules, values)
+    breaks its declared rule, each named by its config key (``prefix``: where the owner's node
+    sits), e.g. ``SeA: method.augmenter.eta=-1: must be a number >= 0``: the pre-run check's line."""
+    problems = violations(rules, values, prefix)
     if problems:
         raise ValueError(f"{owner}: " + "; ".join(problems))
