@@ -16,7 +16,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from filelock import FileLock
 
+from sealab.features import locks
 from sealab.features.cache import CacheEntry, DamagedEntry, FeatureCache, cache_key
 from sealab.features.shards import PartialEntry
 
@@ -165,23 +167,57 @@ with key_lock(Path(sys.argv[1]), sys.argv[2], timeout=60):
 """
 
 
-def test_a_wait_for_a_lock_names_key_and_holder_and_ends_at_lock_timeout(tmp_path, caplog):
+class WaitClock:
+    """The lock wait's clock, moved on by exactly the waits it asks the lock for (each attempt
+    itself is immediate): how many reports a wait gives and when it gives up no longer depend on
+    how busy the machine is. The lock stays the real one, held by another process."""
+
+    def __init__(self):
+        self.now, self.waits = 0.0, []
+
+    def __call__(self) -> float:
+        return self.now
+
+    def lock(self, path):
+        real, clock = FileLock(path), self
+
+        class Attempt:
+            def acquire(self, timeout):
+                assert len(clock.waits) < 100, "a wait that never gives up"
+                clock.waits.append(timeout)
+                clock.now += timeout
+                real.acquire(timeout=0)
+
+            def release(self):
+                real.release()
+        return Attempt()
+
+
+def test_a_wait_for_a_lock_names_key_and_holder_and_ends_at_lock_timeout(tmp_path, caplog, monkeypatch):
     key = cache_key({"id": "busy"})
     holder = subprocess.Popen([sys.executable, "-c", HOLDER, str(tmp_path), key], stdin=subprocess.PIPE,
                               stdout=subprocess.PIPE, text=True)
+    clock = WaitClock()
+    monkeypatch.setattr(locks, "clock", clock)
+    monkeypatch.setattr(locks, "FileLock", clock.lock)
     try:
         assert holder.stdout.readline().strip() == "locked"
-        cache = FeatureCache(tmp_path, lock_timeout=1.5, report_every=0.3)
+        cache = FeatureCache(tmp_path, lock_timeout=3, report_every=1)
         with caplog.at_level(logging.WARNING), pytest.raises(TimeoutError) as failed:
             get(cache, {"id": "busy"}, filler(features()))
+        # a report at once, then one every report_every, and no wait past lock_timeout
+        assert clock.waits == [0, 1, 1, 1]
+        clock.waits.clear()
         with pytest.raises(TimeoutError, match="extract.lock_timeout"):  # 0: gives up at once
             get(FeatureCache(tmp_path, lock_timeout=0), {"id": "busy"}, filler(features()))
+        assert clock.waits == [0]
     finally:
         holder.stdin.close()
         holder.wait(timeout=30)
     who = f"pid {holder.pid} on host {socket.gethostname()}"
     waits = [r.getMessage() for r in caplog.records if r.getMessage().startswith("waiting for feature cache entry")]
-    assert len(waits) >= 3 and all(key in m and who in m and "extract.lock_timeout=1.5 s" in m for m in waits)
+    assert len(waits) == 3 and all(key in m and who in m for m in waits)
+    assert [m.split("; ")[-1] for m in waits] == [f"waited {s} s of extract.lock_timeout=3 s" for s in (0, 1, 2)]
     assert key in str(failed.value) and who in str(failed.value) and "extract.lock_timeout" in str(failed.value)
     entry, hit = get(cache, {"id": "busy"}, filler(features()))  # the holder is gone: the lock is free
     assert not hit and not (tmp_path / f"{key}.holder.json").exists()
