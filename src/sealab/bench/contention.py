@@ -24,10 +24,12 @@ def _machine_busy_seconds() -> float | None:
 
 
 class OtherProcessesShare:
-    """Context manager; ``share`` is the fraction of all cores used by *other* processes
-    during the block (0 = we had the machine to ourselves; None where unknown)."""
+    """Context manager; after the block, ``seconds`` is the CPU time *other* processes used
+    during it and ``share`` that time as a fraction of all cores (0 = we had the machine to
+    ourselves). Both are None where /proc/stat is missing."""
 
     def __enter__(self) -> OtherProcessesShare:
+        self.seconds: float | None = None
         self.share: float | None = None
         self._start = (_machine_busy_seconds(), time.process_time(), time.perf_counter())
         return self
@@ -37,6 +39,6 @@ class OtherProcessesShare:
         busy1 = _machine_busy_seconds()
         if busy0 is None or busy1 is None:
             return
-        others = (busy1 - busy0) - (time.process_time() - own0)
+        self.seconds = max((busy1 - busy0) - (time.process_time() - own0), 0.0)
         capacity = (time.perf_counter() - wall0) * (os.cpu_count() or 1)
-        self.share = min(max(others / capacity, 0.0), 1.0)
+        self.share = min(self.seconds / capacity, 1.0)
