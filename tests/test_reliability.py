@@ -3,8 +3,6 @@ own backbone, misspelt keys, a stale lock file and NaN features from a backbone.
 
 import json
 import os
-import re
-from pathlib import Path
 
 import pytest
 import torch
@@ -67,12 +65,3 @@ def test_nan_features_from_a_backbone_are_refused_naming_the_split():
     with pytest.raises(ValueError, match="train: 1 feature rows contain NaN/Inf"):
         check_features(x, "train")
     check_features(torch.ones(4, 3), "train")
-
-
-def test_every_test_docs_reliability_names_exists():
-    repo = Path(__file__).resolve().parents[1]
-    named = re.findall(r"`(tests/[\w/]+\.py)::(\w+)`", (repo / "docs" / "reliability.md").read_text())
-    assert len(named) > 40
-    missing = [f"{path}::{name}" for path, name in named
-               if not (repo / path).is_file() or f"def {name}(" not in (repo / path).read_text()]
-    assert not missing
