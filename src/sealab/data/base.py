@@ -2,16 +2,47 @@
 
 from __future__ import annotations
 
+import os
 from abc import ABC, abstractmethod
+from collections.abc import Mapping
 from typing import Any
 
 import torch
 from torch.utils.data import ConcatDataset, Dataset
 
 from sealab.metrics import TOP1
+from sealab.rules import BOOL, Rule, integer, number, text, violations
+from sealab.settings import rule
 from sealab.task import Task, make_task
 
 SPLITS = ("train", "val", "test")
+
+# Rules several dataset classes share (each class declares RULES for every key of its config node).
+ROOT = text()
+DOWNLOAD = BOOL
+FRACTION = number(0, 1, open_low=True, open_high=True)  # of the examples held out
+SPLIT_SEED = rule("seed")  # a split's seed takes the values a run's seed does
+PARTITION = integer(1, 10)  # DTD's and SUN397's ten official partitions
+
+
+def check_settings(dataset: str, rules: Mapping[str, Rule], **values: Any) -> None:
+    """``sealab.rules.validate`` for a dataset's constructor, naming each key as the command line
+    does (``dataset.val_fraction='abc': must be ...``). A path given as a ``Path`` is read as its text."""
+    values = {key: os.fspath(v) if isinstance(v, os.PathLike) else v for key, v in values.items()}
+    problems = violations(rules, values, prefix="dataset.")
+    if problems:
+        raise ValueError(f"dataset {dataset!r}: " + "; ".join(problems))
+
+
+def check_several_classes(dataset: str, train_targets: torch.Tensor, where: str) -> None:
+    """Refuse multi-class training data of a single class: a classifier of one class predicts
+    it everywhere and scores 100% on a test split of that class, a number that means nothing."""
+    present = torch.unique(torch.as_tensor(train_targets))
+    if len(present) < 2:
+        found = f"only class {int(present[0])}" if len(present) else "no class"
+        raise ValueError(
+            f"dataset {dataset!r}: the train split holds {found} ({where}): a classifier needs examples "
+            "of at least two classes to learn anything.")
 
 
 class DatasetBase(ABC):

@@ -11,7 +11,15 @@ from typing import Any
 import numpy as np
 from torch.utils.data import Dataset, Subset
 
-from sealab.data.base import SPLITS, ImageDataset, check_split_name
+from sealab.data.base import (
+    DOWNLOAD,
+    ROOT,
+    SPLITS,
+    ImageDataset,
+    check_settings,
+    check_several_classes,
+    check_split_name,
+)
 from sealab.data.errors import DatasetChecksumError, DatasetNotFoundError, missing_paths
 from sealab.data.splits import stratified_holdout
 
@@ -91,7 +99,10 @@ class BenchmarkDataset(ImageDataset):
     how_to_get: str = ""  # may name {root}
     can_download: bool = False
 
+    RULES = {"root": ROOT, "download": DOWNLOAD}
+
     def __init__(self, root: str | Path, download: bool = False):
+        check_settings(self.name, BenchmarkDataset.RULES, root=root, download=download)
         self.root = Path(root).expanduser()
         self.download = download
         if download and self.can_download and (missing_paths(self.root, self.expected) or self.corrupted()):
@@ -110,6 +121,8 @@ class BenchmarkDataset(ImageDataset):
         empty = [name for name in SPLITS if not len(self._splits[name].indices)]
         if empty:
             raise self.not_found([], problem=f"the {' and '.join(empty)} split(s) hold no images")
+        if not self.multilabel:
+            check_several_classes(self.name, self._splits["train"].targets, f"under {self.root}")
 
     def not_found(self, missing: list[str], problem: str | None = None,
                   root: Path | None = None) -> DatasetNotFoundError:

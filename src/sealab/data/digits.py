@@ -9,8 +9,9 @@ from PIL import Image
 from sklearn.datasets import load_digits
 from torch.utils.data import Dataset
 
-from sealab.data.base import SPLITS, ImageDataset, check_split_name
+from sealab.data.base import FRACTION, SPLIT_SEED, SPLITS, ImageDataset, check_settings, check_split_name
 from sealab.data.splits import stratified_holdout
+from sealab.rules import COUNT
 
 
 class ArrayImages(Dataset):
@@ -34,7 +35,10 @@ class Digits(ImageDataset):
     num_classes = 10
     class_names = [str(d) for d in range(10)]
 
+    RULES = {"test_size": COUNT, "val_fraction": FRACTION, "seed": SPLIT_SEED}  # test_size: images
+
     def __init__(self, test_size: int = 773, val_fraction: float = 0.2, seed: int = 0):
+        check_settings(self.name, self.RULES, test_size=test_size, val_fraction=val_fraction, seed=seed)
         bunch = load_digits()
         # 0..16 intensities -> full 8-bit range, so the images look like any other image.
         self._images = np.round(bunch.images * (255 / 16)).astype(np.uint8)

@@ -9,6 +9,7 @@ from typing import Any
 
 from torchvision.datasets import ImageFolder
 
+from sealab.data.base import FRACTION, ROOT, SPLIT_SEED, check_settings
 from sealab.data.benchmark import BenchmarkDataset, Split, holdout_val
 from sealab.data.split_files import (
     check_split_files,
@@ -16,6 +17,7 @@ from sealab.data.split_files import (
     splits_from_files,
 )
 from sealab.metrics import MEAN_PER_CLASS, TOP1
+from sealab.rules import NAME, mapping, one_of, text
 
 METRICS = (TOP1, MEAN_PER_CLASS)
 
@@ -48,12 +50,17 @@ class ImageFolderDataset(BenchmarkDataset):
     how_to_get = ("put your images at {root}/<class name>/<image>.jpg, one folder per class, and set "
                   "dataset.root (and optionally dataset.val_root / dataset.test_root, same layout).")
 
+    RULES = {"name": NAME, "root": ROOT, "val_root": text(nullable=True), "test_root": text(nullable=True),
+             "split_files": mapping(nullable=True), "val_fraction": FRACTION, "test_fraction": FRACTION,
+             "seed": SPLIT_SEED, "primary_metric": one_of(*METRICS)}
+
     def __init__(self, root: str | Path, val_root: str | Path | None = None, test_root: str | Path | None = None,
                  val_fraction: float = 0.2, test_fraction: float = 0.2, seed: int = 0,
                  primary_metric: str = TOP1, name: str = "imagefolder",
                  split_files: Mapping[str, str] | None = None):
-        if primary_metric not in METRICS:
-            raise ValueError(f"dataset.primary_metric={primary_metric!r}: choose one of {METRICS}")
+        check_settings(name, self.RULES, name=name, root=root, val_root=val_root, test_root=test_root,
+                       split_files=split_files, val_fraction=val_fraction, test_fraction=test_fraction,
+                       seed=seed, primary_metric=primary_metric)
         self.split_files = check_split_files(split_files) if split_files else None
         if self.split_files and (val_root or test_root):
             raise ValueError("dataset.split_files fixes every split: leave dataset.val_root and "

@@ -22,6 +22,7 @@ import numpy as np
 from torchvision import datasets as tv
 from torchvision.datasets.folder import IMG_EXTENSIONS
 
+from sealab.data.base import FRACTION, PARTITION, SPLIT_SEED, check_settings
 from sealab.data.benchmark import (
     BenchmarkDataset,
     Split,
@@ -35,6 +36,7 @@ from sealab.data.split_files import (
     splits_from_files,
 )
 from sealab.metrics import MEAN_PER_CLASS
+from sealab.rules import BOOL, COUNT, mapping
 
 BACKGROUND = "BACKGROUND_Google"
 _CALTECH = "caltech101/101_ObjectCategories"
@@ -49,9 +51,16 @@ class Caltech101(BenchmarkDataset):
     how_to_get = ("rerun with dataset.download=true (torchvision fetches caltech-101.zip from "
                   "https://data.caltech.edu/records/mzrjq-6wc02 into {root}/caltech101).")
 
+    RULES = {**BenchmarkDataset.RULES, "train_per_class": COUNT, "min_test_per_class": COUNT,
+             "include_background": BOOL, "split_files": mapping(nullable=True), "val_fraction": FRACTION,
+             "seed": SPLIT_SEED}
+
     def __init__(self, root: str | Path, download: bool = False, train_per_class: int = 30,
                  min_test_per_class: int = 1, include_background: bool = True,
                  split_files: Mapping[str, str] | None = None, val_fraction: float = 0.2, seed: int = 0):
+        check_settings(self.name, self.RULES, train_per_class=train_per_class,
+                       min_test_per_class=min_test_per_class, include_background=include_background,
+                       split_files=split_files, val_fraction=val_fraction, seed=seed)
         self.train_per_class, self.min_test_per_class = train_per_class, min_test_per_class
         self.include_background = include_background
         self.split_files = check_split_files(split_files) if split_files else None
@@ -112,10 +121,11 @@ class SUN397(BenchmarkDataset):
     name = "sun397"
     can_download = True  # the images; the partition lists must be placed by hand
 
+    RULES = {**BenchmarkDataset.RULES, "partition": PARTITION, "val_fraction": FRACTION, "seed": SPLIT_SEED}
+
     def __init__(self, root: str | Path, download: bool = False, partition: int = 1,
                  val_fraction: float = 0.2, seed: int = 0):
-        if partition not in range(1, 11):
-            raise ValueError(f"SUN397 partition={partition!r}: choose an integer 1..10 (the protocol uses 1)")
+        check_settings(self.name, self.RULES, partition=partition, val_fraction=val_fraction, seed=seed)
         self.partition, self.val_fraction, self.seed = partition, val_fraction, seed
         super().__init__(root, download)
 

@@ -16,7 +16,7 @@ from typing import Any
 from torch.utils.data import Dataset
 from torchvision import datasets as tv
 
-from sealab.data.base import SPLITS
+from sealab.data.base import FRACTION, PARTITION, SPLIT_SEED, SPLITS, check_settings
 from sealab.data.benchmark import BenchmarkDataset, Split, holdout_val
 from sealab.metrics import MEAN_PER_CLASS
 
@@ -79,7 +79,10 @@ class HeldOutVal(TorchvisionBenchmark):
 
     official = ("train", "test")
 
+    RULES = {**BenchmarkDataset.RULES, "val_fraction": FRACTION, "seed": SPLIT_SEED}
+
     def __init__(self, root: str | Path, download: bool = False, val_fraction: float = 0.2, seed: int = 0):
+        check_settings(self.name, self.RULES, val_fraction=val_fraction, seed=seed)
         self.val_fraction, self.seed = val_fraction, seed
         super().__init__(root, download)
 
@@ -122,9 +125,10 @@ class DTD(TorchvisionBenchmark):
     how_to_get = ("rerun with dataset.download=true (torchvision fetches dtd-r1.0.1.tar.gz, 600 MB, "
                   "from https://www.robots.ox.ac.uk/~vgg/data/dtd/ into {root}/dtd).")
 
+    RULES = {**BenchmarkDataset.RULES, "partition": PARTITION}  # the protocol uses partition 1
+
     def __init__(self, root: str | Path, download: bool = False, partition: int = 1):
-        if partition not in range(1, 11):
-            raise ValueError(f"DTD partition={partition!r}: choose an integer 1..10 (the protocol uses 1)")
+        check_settings(self.name, self.RULES, partition=partition)
         self.partition = partition
         super().__init__(root, download)
 

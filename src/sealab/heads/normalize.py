@@ -6,22 +6,32 @@ import torch
 from torch import nn
 
 from sealab.features.ondisk import NpyRows
+from sealab.rules import problem
+from sealab.settings import NORMS, rule
 
-NORMS = ("l2", "center_l2", "none")
 EPS = 1e-12  # F.normalize's
+
+
+def unsafe_norms(norms: torch.Tensor) -> torch.Tensor:
+    """Rows whose norm, summed in the features' own precision, cannot be trusted: the sum of
+    squares overflowed (entries above ~1e19 in float32 give inf) or its small terms underflowed
+    (a norm below ``sqrt(tiny) / eps``: entries below ~1e-19 square to 0 in float32)."""
+    info = torch.finfo(norms.dtype)
+    return ~torch.isfinite(norms) | (norms < info.tiny ** 0.5 / info.eps)
 
 
 class FeatureNormalizer(nn.Module):
     """``l2`` (the paper's), ``center_l2`` (subtract the training mean, then L2) or ``none``.
 
     The training mean is a buffer, so it is saved with the classifier and applied to every
-    split exactly as it was during training.
+    split exactly as it was during training. L2 gives the same unit rows at any scale of the
+    features (1e20 or 1e-30 included).
     """
 
     def __init__(self, mode: str = "l2", dim: int | None = None):
         super().__init__()
-        if mode not in NORMS:
-            raise ValueError(f"norm={mode!r} is unknown: choose one of {NORMS}")
+        if (found := problem("norm", mode, rule("norm"))) is not None:
+            raise ValueError(found)
         self.mode = mode
         self.register_buffer("mean", torch.zeros(dim or 0))
 
@@ -42,8 +52,18 @@ class FeatureNormalizer(nn.Module):
             return x
         if self.mode == "center_l2":
             x.sub_(self.mean)
-        # As F.normalize computes it, so streamed and in-memory features are bit-identical.
-        return x.div_(x.norm(dim=1, keepdim=True).clamp_min(EPS))
+        # As F.normalize computes it, so features of ordinary scale keep their exact numbers;
+        # streamed and in-memory features both come through here and stay bit-identical.
+        norms = x.norm(dim=1, keepdim=True)
+        unsafe = unsafe_norms(norms).flatten().nonzero().flatten()
+        if len(unsafe):
+            # Scaled by its largest entry first, a row's norm is summed without overflow or
+            # underflow (a row of zeros stays zeros).
+            rows = x[unsafe]
+            rows.div_(rows.abs().amax(dim=1, keepdim=True).clamp_min(torch.finfo(x.dtype).tiny))
+            x[unsafe] = rows
+            norms[unsafe] = rows.norm(dim=1, keepdim=True)
+        return x.div_(norms.clamp_min(EPS))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x if self.mode == "none" else self.normalize_(x.clone())
