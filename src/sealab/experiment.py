@@ -22,7 +22,7 @@ from sealab.data.base import DatasetBase, ImageDataset, PrecomputedFeatures
 from sealab.device import check_devices, rank_device, resolve_device, trainer_placement
 from sealab.distributed import broadcast_from_zero, is_rank_zero, launch, rank
 from sealab.features.extract import run_model
-from sealab.features.ondisk import StreamedFeatures, streamed_train_split
+from sealab.features.ondisk import StreamedFeatures, streams_training_split
 from sealab.features.store import CACHE_SETTINGS, SplitFeatures, load_split_features
 from sealab.fileio import atomic_write_bytes, atomic_write_json
 from sealab.heads.normalize import FeatureNormalizer
@@ -96,15 +96,27 @@ def _fit_and_score(method: Method, train: Features | StreamedFeatures, val: Feat
     return Fitted(classifier, result.candidates[best].values, metrics, fit_seconds, grid)
 
 
-def _fit_on_features(method: Method, features: SplitFeatures, cfg: DictConfig, ctx: FitContext) -> Fitted:
+FitSplits = tuple[Features | StreamedFeatures, Features, Features]
+
+
+def _fit_splits(method: Method, features: SplitFeatures, cfg: DictConfig) -> FitSplits:
+    """Train (streamed from its cache file, or in RAM), val and test, every row checked against
+    the cache's digests and a damaged entry extracted again: all before the fit is seeded, so a
+    repaired entry gives the numbers of a clean run."""
     entry = features.files.get("train")
-    streamed = streamed_train_split(entry and entry.features, entry and entry.labels, method.streams, method.name,
-                                    **cfg.features)
-    if streamed is not None and cfg.fit_on != "train":
-        raise ValueError("fit_on=trainval needs train and val in one matrix, but the training features are "
-                         "streamed from disk (features.in_memory): use fit_on=train or features.in_memory=true")
-    train = streamed or features.splits["train"]  # a streamed split is never loaded
-    val, test = features.splits["val"], features.splits["test"]
+    if streams_training_split(entry and entry.shape, method.streams, method.name, cfg.features.in_memory,
+                              cfg.features.memory_budget_gb):
+        if cfg.fit_on != "train":
+            raise ValueError("fit_on=trainval needs train and val in one matrix, but the training features are "
+                             "streamed from disk (features.in_memory): use fit_on=train or features.in_memory=true")
+        train = features.streamed("train", cfg.features.block_rows, cfg.features.chunk_rows)  # never loaded
+    else:
+        train = features.splits["train"]
+    return train, features.splits["val"], features.splits["test"]
+
+
+def _fit_on_features(method: Method, splits: FitSplits, cfg: DictConfig, ctx: FitContext) -> Fitted:
+    train, val, test = splits
     if cfg.fit_on == "train":
         return _fit_and_score(method, train, val, test, cfg.norm, ctx)
     trainval = (torch.cat([train[0], val[0]]), torch.cat([train[1], val[1]]))
@@ -177,10 +189,12 @@ def run(cfg: DictConfig, config_hash: str | None = None) -> dict[str, Any]:
 
     with run_logger(cfg) as logger:
         # Features (fine-tuning trains on the images themselves: nothing to extract)
-        features = (SplitFeatures({}, cache_hit=False, extract_seconds=0.0) if on_images
+        features = (SplitFeatures({}, 0.0) if on_images
                     else load_split_features(dataset, backbone, cfg.paths.cache_dir, device, **cfg.extract))
-        # Fit and evaluate. Seeded again: extraction may draw random numbers and a cache hit
-        # does not, and the fit must not depend on which happened.
+        # Read (and repaired) before seeding, on the rank that fits.
+        splits = _fit_splits(method, features, cfg) if is_rank_zero() and not on_images else None
+        # Fit and evaluate. Seeded again: extraction (of a miss or of a damaged entry) may draw
+        # random numbers and a cache hit does not, and the fit must not depend on which happened.
         L.seed_everything(cfg.seed, workers=True, verbose=False)
         ctx = FitContext(task=dataset.task, seed=cfg.seed, device=device,
                          make_trainer=lambda **kw: instantiate(
@@ -189,7 +203,7 @@ def run(cfg: DictConfig, config_hash: str | None = None) -> dict[str, Any]:
         # Fine-tuning trains on every rank (DDP); a method on features fits on rank zero alone
         # while the others wait for its record.
         fitted = (_fit_on_images(method, dataset, backbone, cfg, ctx) if on_images
-                  else _fit_on_features(method, features, cfg, ctx) if is_rank_zero() else None)
+                  else _fit_on_features(method, splits, cfg, ctx) if is_rank_zero() else None)
         if logger and fitted is not None:
             log_results(logger, fitted.metrics, {"primary_metric": f"test/{dataset.primary_metric}",
                                                  "fit_seconds": fitted.fit_seconds,
@@ -220,6 +234,9 @@ def run(cfg: DictConfig, config_hash: str | None = None) -> dict[str, Any]:
         "extract_seconds": features.extract_seconds,
         "cache_hit": features.cache_hit,
         "extracted": features.extracted,
+        # Splits whose entry was found damaged as it was read and made again before use (listed in
+        # "extracted" too when this run extracted it, not a parallel job it waited for).
+        "repaired": features.repaired,
         "git_sha": git_sha(),
         "config": OmegaConf.to_container(cfg, resolve=True),
         "config_hash": config_hash,

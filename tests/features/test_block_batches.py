@@ -1,13 +1,16 @@
 """Block-shuffled streaming: every row once per epoch, shuffled within blocks and across
 them, blocks gathered from chunks all over the file, seeded, in full batches across block
-boundaries; a single block gives TensorBatches' order."""
+boundaries; a single block gives TensorBatches' order; a file changed between epochs stops
+training."""
+
+import os
 
 import numpy as np
 import pytest
 import torch
 
 from sealab.features.batches import BlockShuffledBatches, TensorBatches, epoch_blocks
-from sealab.features.ondisk import NpyRows, StreamedFeatures
+from sealab.features.ondisk import FileChangedError, NpyRows, StreamedFeatures
 
 
 def order_of(blocks) -> list[int]:
@@ -113,3 +116,18 @@ def test_one_block_gives_tensor_batches_exactly(tmp_path):
     for _ in range(2):
         for (xs, ys), (xm, ym) in zip(stream, memory, strict=True):
             assert torch.equal(xs, xm) and torch.equal(ys, ym)
+
+
+def test_an_epoch_after_the_file_changed_stops_instead_of_training_on_other_rows(tmp_path):
+    data = streamed(tmp_path, 23, block_rows=5)
+    path = data.rows.path
+    past = path.stat().st_mtime_ns - 3600 * 10**9  # written long before training, as a cache entry is
+    os.utime(path, ns=(past, past))
+    batches = BlockShuffledBatches(StreamedFeatures(NpyRows(path), torch.arange(23), 5), 4)
+    assert len(list(batches)) == 6
+    rows = np.load(path, mmap_mode="r+")
+    rows[:5] = -1  # a stray writer, between two epochs
+    rows.flush()
+    del rows
+    with pytest.raises(FileChangedError, match=f"{path} changed on disk"):
+        list(batches)

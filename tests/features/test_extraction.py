@@ -1,8 +1,13 @@
 """Extraction settings and ensembles: features independent of batch size and workers, a float16
-cache that reads back what it stored, ensembles built from their members' cache entries."""
+cache that reads back what it stored, ensembles built from their members' cache entries, rows
+damaged after a hit found when read into RAM or before streaming, and extracted again once."""
 
 from __future__ import annotations
 
+import logging
+import os
+
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -12,6 +17,7 @@ from sealab.backbones.ensemble import Ensemble
 from sealab.backbones.random_features import RandomReLUFeatures
 from sealab.backbones.timm_backbone import TimmBackbone
 from sealab.features.extract import extract_features, resolve_workers
+from sealab.features.ondisk import FileChangedError
 from sealab.features.store import load_split_features
 
 CPU = torch.device("cpu")
@@ -86,11 +92,12 @@ def test_an_ensemble_member_can_be_a_config_name():
 
 
 def test_bad_extraction_settings_name_the_key(tmp_path):
-    with pytest.raises(ValueError, match="extract.cache_dtype"):
+    # the rules sealab.settings declares for these keys, the pre-run check's words
+    with pytest.raises(ValueError, match="extract.cache_dtype='int8': must be one of 'float16', 'float32'"):
         load_split_features(tiny_digits(), tiny_timm(), tmp_path, CPU, cache_dtype="int8")
-    with pytest.raises(ValueError, match="extract.shard_size=0"):
+    with pytest.raises(ValueError, match="extract.shard_size=0: must be an integer >= 1"):
         load_split_features(tiny_digits(), tiny_timm(), tmp_path, CPU, shard_size=0)
-    with pytest.raises(ValueError, match="extract.lock_timeout=-1"):
+    with pytest.raises(ValueError, match="extract.lock_timeout=-1: must be a number >= 0"):
         load_split_features(tiny_digits(), tiny_timm(), tmp_path, CPU, lock_timeout=-1)
     # 0 is a valid setting (give up at once when another job holds the entry): a free cache extracts
     assert not load_split_features(tiny_digits(), tiny_timm(), tmp_path, CPU, lock_timeout=0).cache_hit
@@ -130,8 +137,6 @@ def test_a_float16_cache_gives_the_accuracy_of_float32_on_the_quickstart_data(tm
 
 
 def test_rows_damaged_after_a_hit_are_found_on_read_and_extracted_again_once(tmp_path, caplog):
-    import logging
-
     dataset, backbone = tiny_digits(), RandomReLUFeatures(feature_dim=16, seed=0)
     first = load_split_features(dataset, backbone, tmp_path, CPU)
     expected = first.splits["val"][0]
@@ -147,3 +152,43 @@ def test_rows_damaged_after_a_hit_are_found_on_read_and_extracted_again_once(tmp
     damaged = [r.getMessage() for r in caplog.records if "is damaged" in r.getMessage()]
     assert len(damaged) == 1 and "shard 0" in damaged[0] and "extracting again" in damaged[0]
     assert load_split_features(dataset, backbone, tmp_path, CPU).files["val"].features.read_bytes() != bytes(raw)
+
+
+def test_a_streamed_split_is_checked_row_by_row_first_and_a_damaged_entry_extracted_again_once(tmp_path, caplog):
+    dataset, backbone = tiny_digits(), RandomReLUFeatures(feature_dim=16, seed=0)
+    first = load_split_features(dataset, backbone, tmp_path, CPU)
+    expected, path = first.splits["train"][0], first.files["train"].features
+    past = path.stat().st_mtime_ns - 3600 * 10**9  # made well before, so a write now changes its mtime
+    os.utime(path, ns=(past, past))
+    clean = load_split_features(dataset, backbone, tmp_path, CPU).streamed("train", block_rows=16, chunk_rows=8)
+    assert torch.equal(clean.read([(0, 40)]), expected)
+    raw = bytearray(path.read_bytes())
+    raw[-3] ^= 0x40  # one bit of the last row: size, header and labels still agree with meta.json
+    path.write_bytes(bytes(raw))
+    with pytest.raises(FileChangedError, match="changed on disk"):  # a reader streaming it meanwhile stops
+        clean.read([(0, 40)])
+    hit = load_split_features(dataset, backbone, tmp_path, CPU)
+    assert hit.cache_hit and hit.repaired == []  # opening a hit does not read the rows...
+    with caplog.at_level(logging.WARNING):
+        repaired = hit.streamed("train", block_rows=16, chunk_rows=8)  # ...streaming checks them all first
+    damaged = [r.getMessage() for r in caplog.records if "is damaged" in r.getMessage()]
+    assert len(damaged) == 1 and "shard 0" in damaged[0] and str(path) in damaged[0]
+    assert (hit.cache_hit, hit.extracted, hit.repaired) == (False, ["train"], ["train"])
+    assert torch.equal(repaired.read([(0, 40)]), expected) and torch.equal(repaired.targets, clean.targets)
+    assert np.array_equal(np.load(path), expected.numpy().astype(np.float16))  # repaired on disk
+
+
+def test_the_settings_kept_from_a_model_pass_are_the_extract_keys_the_store_owns():
+    """CACHE_SETTINGS follows sealab.settings' owners: every extract.* key of the config is taken
+    by load_split_features, and exactly those iter_outputs does not take are the store's own."""
+    import inspect
+
+    from helpers import compose_train
+
+    from sealab.features.extract import iter_outputs
+    from sealab.features.store import CACHE_SETTINGS
+
+    keys = set(compose_train([]).extract)
+    assert keys <= set(inspect.signature(load_split_features).parameters)
+    assert set(CACHE_SETTINGS) == keys - set(inspect.signature(iter_outputs).parameters)
+    assert set(CACHE_SETTINGS) == {"cache_dtype", "shard_size", "lock_timeout"}

@@ -1,11 +1,14 @@
 """Reading a .npy feature file by row blocks: same rows as np.load, bad files named, the
-streamed mean and normalisation equal the in-memory ones."""
+streamed mean and normalisation equal the in-memory ones, a file changed while streamed stops
+the reader."""
+
+import os
 
 import numpy as np
 import pytest
 import torch
 
-from sealab.features.ondisk import NpyRows, StreamedFeatures
+from sealab.features.ondisk import FileChangedError, NpyRows, StreamedFeatures, file_signature
 from sealab.heads.normalize import FeatureNormalizer
 
 
@@ -88,3 +91,42 @@ def test_ranges_are_read_one_after_the_other_into_the_buffers(tmp_path):
     got = data.read([(0, 3), (7, 10)], raw, out)
     assert got.data_ptr() == out.data_ptr()  # the buffer itself, no copy
     assert torch.equal(got, torch.from_numpy(x[[0, 1, 2, 7, 8, 9]]).float())
+
+
+def made_an_hour_ago(path):
+    """A file written well before it is read, as a cache entry is: a write now changes its
+    modification time even on filesystems whose clock ticks every few milliseconds."""
+    past = path.stat().st_mtime_ns - 3600 * 10**9
+    os.utime(path, ns=(past, past))
+    return path
+
+
+@pytest.mark.parametrize("change", ["in_place", "replaced", "appended"])
+def test_a_file_changed_while_streamed_stops_the_reader_naming_it(tmp_path, change):
+    x = np.arange(40, dtype=np.float16).reshape(10, 4)
+    path = made_an_hour_ago(write(tmp_path / "f.npy", x))
+    rows = NpyRows(path)
+    np.testing.assert_array_equal(rows.read(0, 10), x)
+    if change == "in_place":  # same size and inode: only the modification time tells
+        with path.open("r+b") as f:
+            f.seek(-8, os.SEEK_END)
+            f.write(b"\x00" * 8)
+    elif change == "replaced":  # another file renamed over it, as a cache entry made again is
+        write(tmp_path / "new.npy", x).replace(path)
+    else:
+        with path.open("ab") as f:
+            f.write(b"\x00" * 8)
+    with pytest.raises(FileChangedError, match="changed on disk after its rows were checked") as err:
+        rows.read(0, 1)
+    assert str(path) in str(err.value) and "Run again" in str(err.value)
+    assert NpyRows(path).read(0, 1) is not None  # a new reader takes the file as it now is
+
+
+def test_a_reader_given_the_signature_of_the_verified_file_refuses_another(tmp_path):
+    path = made_an_hour_ago(write(tmp_path / "f.npy", np.zeros((10, 4), np.float16)))
+    with path.open("rb") as f:
+        verified = file_signature(f.fileno())
+    assert NpyRows(path, verified).signature == verified
+    write(tmp_path / "f.npy", np.ones((10, 4), np.float16))  # rewritten between check and stream
+    with pytest.raises(FileChangedError, match="f.npy changed on disk"):
+        NpyRows(path, verified)

@@ -5,11 +5,17 @@ Not ``np.load(mmap_mode="r")``: the pages of a memory map that training touches 
 the process's resident memory (RssFile) until the kernel evicts them, so a memmap of
 ImageNet-size features looks, and may be treated by an OOM killer, as if it were loaded.
 ``readinto`` copies into a buffer we own; the page cache it goes through is the kernel's.
+
+A file must not change while it is streamed: its identity (device, inode, size, modification
+time) is taken when it is opened, or given by whoever checked its rows (``CacheEntry.verify``),
+and every read compares it, so a file rewritten or replaced mid-training stops the run instead of
+feeding it other rows.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 from typing import Callable
 
@@ -17,21 +23,40 @@ import numpy as np
 import torch
 from numpy.lib import format as npy_format
 
+from sealab import settings
+from sealab.rules import validate
 
 log = logging.getLogger(__name__)
 
 STREAMABLE_DTYPES = (np.dtype(np.float16), np.dtype(np.float32))
 
+FileSignature = tuple[int, int, int, int]
+
+
+def file_signature(fd: int) -> FileSignature:
+    """What changes when an open file is written to or its path replaced: device, inode, size and
+    modification time (ns)."""
+    st = os.fstat(fd)
+    return st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns
+
+
+class FileChangedError(RuntimeError):
+    """A file being streamed was written to or replaced since its rows were checked."""
+
 
 class NpyRows:
     """Rows of an n x d float16/float32 C-order ``.npy`` file: ``read(start, stop)`` returns
-    rows ``start:stop`` as a NumPy array, nothing else stays in memory."""
+    rows ``start:stop`` as a NumPy array, nothing else stays in memory. ``signature``: the
+    file's as its rows were verified (``CacheEntry.verify``); by default, as it is opened here.
+    Any read of a file whose signature differs raises ``FileChangedError``."""
 
-    def __init__(self, path: str | Path):
+    def __init__(self, path: str | Path, signature: FileSignature | None = None):
         self.path = Path(path)
         if not self.path.is_file():
             raise FileNotFoundError(f"feature file not found: {self.path}")
         with self.path.open("rb") as f:
+            self.signature = signature or file_signature(f.fileno())
+            self._check_unchanged(f.fileno())
             try:
                 version = npy_format.read_magic(f)
                 read_header = (npy_format.read_array_header_1_0 if version == (1, 0)
@@ -50,6 +75,14 @@ class NpyRows:
         if self.path.stat().st_size < expected:
             raise ValueError(f"{self.path} is truncated: {self.path.stat().st_size} bytes, "
                              f"its header promises {expected}")
+
+    def _check_unchanged(self, fd: int) -> None:
+        if file_signature(fd) != self.signature:
+            raise FileChangedError(
+                f"{self.path} changed on disk after its rows were checked (rewritten, replaced or resized): "
+                "the rows read from now on would not be the features training began with, so it stopped. "
+                "Run again: a feature cache entry (this file's folder) is then checked row by row against "
+                "its meta.json and extracted again if damaged; make sure nothing else writes to it meanwhile.")
 
     def __len__(self) -> int:
         return self.shape[0]
@@ -76,6 +109,7 @@ class NpyRows:
         out = out[:count]
         view, got = memoryview(out).cast("B"), 0
         with self.path.open("rb", buffering=0) as f:
+            self._check_unchanged(f.fileno())
             f.seek(self.offset + start * self.row_bytes)
             while got < out.nbytes:  # one read() returns at most ~2 GiB on Linux
                 chunk = f.readinto(view[got:])
@@ -144,28 +178,26 @@ class StreamedFeatures:
         return self.transform(x) if self.transform is not None else x
 
 
-def streamed_train_split(features_path: Path | None, labels_path: Path | None, method_streams: bool, method: str,
-                         in_memory: bool | str, memory_budget_gb: float, block_rows: int,
-                         chunk_rows: int) -> StreamedFeatures | None:
-    """The training split to stream from ``features_path`` (a ``features.npy``), or None to load
-    it in RAM, following the ``features.*`` settings: ``in_memory`` true (load), false (stream)
-    or auto (stream when the split as float32 exceeds ``memory_budget_gb``). ``features_path``
-    is None when the features have no single file (an ensemble, precomputed files). A method
-    that needs every feature in RAM (``method_streams`` False) fails when asked to stream."""
-    if in_memory not in ("auto", True, False):
-        raise ValueError(f"features.in_memory={in_memory!r}: choose auto, true or false")
+def streams_training_split(shape: tuple[int, int] | None, method_streams: bool, method: str,
+                           in_memory: bool | str, memory_budget_gb: float) -> bool:
+    """Whether to stream the training split (n x d, ``shape``) instead of loading it in RAM,
+    following the ``features.*`` settings: ``in_memory`` true (load), false (stream) or auto
+    (stream when the split as float32 exceeds ``memory_budget_gb``). ``shape`` is None when the
+    features have no single file to stream (an ensemble, precomputed files). A method that needs
+    every feature in RAM (``method_streams`` False) fails when asked to stream."""
+    rules = {f"features.{key}": settings.rule(f"features.{key}") for key in ("in_memory", "memory_budget_gb")}
+    validate("streaming", rules, features={"in_memory": in_memory, "memory_budget_gb": memory_budget_gb})
     if in_memory is True:
-        return None
-    if features_path is None:
+        return False
+    if shape is None:
         if in_memory is False:
             raise ValueError("features.in_memory=false streams the training split from the feature cache's "
                              "features.npy, but these features have no such file (an ensemble of backbones or "
                              "precomputed feature files): use features.in_memory=true or auto")
-        return None
-    rows = NpyRows(features_path)
-    gib = len(rows) * rows.dim * 4 / 2**30
+        return False
+    gib = shape[0] * shape[1] * 4 / 2**30
     if in_memory == "auto" and gib <= memory_budget_gb:
-        return None
+        return False
     if not method_streams:
         if in_memory is False:
             raise ValueError(f"method={method} needs every training feature in memory, but features.in_memory="
@@ -173,8 +205,5 @@ def streamed_train_split(features_path: Path | None, labels_path: Path | None, m
                              "trained by SGD on batches (linear, sea, ...)")
         log.warning("method=%s loads %.1f GiB of training features in memory (over features.memory_budget_gb=%s): "
                     "it cannot stream them", method, gib, memory_budget_gb)
-        return None
-    log.info("streaming %.1f GiB of training features (as float32) from %s in blocks of %d rows",
-             gib, features_path, block_rows)
-    targets = torch.from_numpy(np.load(labels_path, allow_pickle=False))
-    return StreamedFeatures(rows, targets, block_rows, chunk_rows)
+        return False
+    return True
