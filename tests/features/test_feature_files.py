@@ -249,3 +249,21 @@ def test_a_bad_setting_is_refused_by_its_rule_before_any_file_is_read(tmp_path):
     with pytest.raises(ValueError, match=r"dataset 'features': dataset\.val_fraction='abc': must be a number in "
                                          r"\(0, 1\); dataset\.seed=-1: must be an integer"):
         FeatureFiles(train_features=missing, test_features=missing, val_fraction="abc", seed=-1)
+
+
+@pytest.mark.parametrize("top, accepted", [(7, True), (8, False)])
+def test_labels_may_imply_as_many_classes_as_there_are_examples_and_no_more(tmp_path, top, accepted):
+    files = {}
+    for split, labels in (("train", [0, 1] * 3), ("test", [0, top])):  # 8 examples in all
+        files[f"{split}_features"] = tmp_path / f"{split}_x.pt"
+        files[f"{split}_labels"] = tmp_path / f"{split}_y.pt"
+        torch.save(torch.randn(len(labels), 4), files[f"{split}_features"])
+        torch.save(torch.tensor(labels), files[f"{split}_labels"])
+    if accepted:
+        assert FeatureFiles(**files).num_classes == 8
+        assert FeatureFiles(**files, num_classes=8).num_classes == 8
+    else:
+        with pytest.raises(ValueError, match=r"test_y\.pt holds the label 8, which makes 9 classes, more than the 8"):
+            FeatureFiles(**files)
+        with pytest.raises(ValueError, match=r"dataset\.num_classes=9 is more than the 8 examples"):
+            FeatureFiles(**files, num_classes=9)
