@@ -124,6 +124,16 @@ def test_a_run_name_holds_what_varies_in_its_sweep(tmp_path):
     assert run_name(cfg) == "digits/random_features/linear norm=none seed=1"
 
 
+def test_a_run_name_holds_only_varying_settings_that_change_numbers(tmp_path):
+    # Roles from sealab.settings: threads, extraction batch size and lock timeout vary here but
+    # change no number; the cache dtype (result) and the seed do.
+    cfg = _job_of_a_sweep(tmp_path, ["num_threads=2", "extract.batch_size=64", "extract.lock_timeout=5",
+                                     "extract.cache_dtype=float32", "seed=1", "+my_key=3"],
+                          ["num_threads=1,2", "extract.batch_size=64,128", "extract.lock_timeout=5,6",
+                           "extract.cache_dtype=float16,float32", "seed=0,1", "+my_key=3,4"])
+    assert run_name(cfg) == "digits/random_features/sea extract.cache_dtype=float32 seed=1 +my_key=3"
+
+
 def test_sweeper_params_vary_too(tmp_path):
     # hparams_search configs sweep in hydra.sweeper.params; Optuna keeps no multirun.yaml.
     cfg = _job_of_a_sweep(tmp_path, ["method.optimizer.lr=0.01", "seed=2", "method.epochs=3"], None,

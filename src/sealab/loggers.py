@@ -14,7 +14,9 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
+from sealab.checks import COMPONENTS
 from sealab.job import choice, sweep_dir, task_overrides, varying_keys
+from sealab.settings import changes_numbers
 
 if TYPE_CHECKING:
     from lightning.pytorch.loggers import Logger, WandbLogger
@@ -22,9 +24,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
-NAMED_BY_CHOICE = ("dataset", "backbone", "method")
-# Overrides about where and how a run is logged or launched, not what it computes.
-NOT_IN_NAME = ("logger", "hydra", "paths", "local")
 # WANDB_MODE values that keep wandb off the network by themselves.
 OFFLINE_MODES = ("offline", "dryrun", "disabled")
 
@@ -40,13 +39,14 @@ def is_wandb(logger_cfg: DictConfig | None) -> bool:
 
 def run_name(cfg: DictConfig) -> str:
     """``dataset/backbone/method`` and the overrides that vary in the sweep (a single run: all of
-    its overrides), e.g. ``digits/random_features/sea seed=1``: unique within a sweep."""
+    its overrides) and change the numbers (their declared role, ``sealab.settings``: seeds
+    included, where and how the run goes left out), e.g. ``digits/random_features/sea seed=1``:
+    unique within a sweep."""
     keys = varying_keys()
     named = [o.input_line for o in OverridesParser.create().parse_overrides(task_overrides())
-             if o.key_or_group not in NAMED_BY_CHOICE
-             and o.key_or_group.split(".")[0].split("/")[0] not in NOT_IN_NAME
+             if o.key_or_group not in COMPONENTS and changes_numbers(o.key_or_group)
              and (keys is None or o.key_or_group in keys)]
-    return " ".join(["/".join(choice(group, cfg) for group in NAMED_BY_CHOICE), *named])
+    return " ".join(["/".join(choice(group, cfg) for group in COMPONENTS), *named])
 
 
 def run_group(logger_cfg: DictConfig, sweep: Path | None) -> str | None:
@@ -81,7 +81,7 @@ def _make_logger(cfg: DictConfig) -> Logger:
         return instantiate(cfg.logger)
     identity = {"name": cfg.logger.get("name") or run_name(cfg),
                 "group": run_group(cfg.logger, sweep_dir()),
-                "tags": [choice(group, cfg) for group in NAMED_BY_CHOICE] + list(cfg.logger.get("tags") or [])}
+                "tags": [choice(group, cfg) for group in COMPONENTS] + list(cfg.logger.get("tags") or [])}
 
     def start(offline: bool) -> WandbLogger:
         # Lightning's own offline=true would set WANDB_MODE for the whole process (and later

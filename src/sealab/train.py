@@ -12,12 +12,17 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
+from sealab.sweep.resume import register_job_dir_resolver
+
 # The configs ship inside the package (conf/ in the repository, sealab/conf once installed; see
 # pyproject.toml), so sealab-train works from any directory, editable install or wheel. Add
 # your own YAML files with --config-dir DIR or hydra.searchpath.
 CONFIG_MODULE = "sealab.conf"
 
 log = logging.getLogger(__name__)
+
+# hydra.sweep.subdir's resolver (conf/hydra/default.yaml): resume=true never writes over a result.
+register_job_dir_resolver()
 
 # conf/hydra/launcher/<name>.yaml carry sealab's settings for the launcher plugin of the same
 # name, whose schema Hydra then validates and completes them with (deprecated, still in 1.3).
@@ -50,7 +55,7 @@ def main(cfg: DictConfig) -> float | None:
     # torch, Lightning and timm are imported only once a job runs: they take seconds, and
     # --help, --cfg, shell completion, a compose error and a resumed job need none of them.
     from sealab.sweep.launch import available_cores, threads_per_job
-    from sealab.sweep.resume import config_hash, finished_record, nothing_to_resume
+    from sealab.sweep.resume import config_hash, finished_record, keep_other_results, nothing_to_resume
 
     _check_optimized_metric(cfg.optimized_metric)
     hydra_cfg = HydraConfig.get()
@@ -62,8 +67,10 @@ def main(cfg: DictConfig) -> float | None:
         record = finished_record(digest, Path(hydra_cfg.sweep.dir) if multirun else run_dir, run_dir)
         if record is not None:
             log.info("resume: this job's result is already in the sweep (config %s): not run again", digest)
-        elif multirun and (warning := nothing_to_resume(list(hydra_cfg.overrides.hydra))):
-            log.warning(warning)
+        else:
+            keep_other_results(cfg, digest, run_dir)  # says where this job writes instead, or refuses
+            if multirun and (warning := nothing_to_resume(list(hydra_cfg.overrides.hydra))):
+                log.warning(warning)
     if record is None:
         if cfg.num_threads is None and multirun:
             cfg.num_threads = threads_per_job(hydra_cfg.launcher, available_cores())

@@ -1,15 +1,20 @@
-"""resume=true: the config hash sees what changes results only; finished jobs are found, failed
-ones are not."""
+"""resume=true: the config hash sees what changes results only (the roles of sealab.settings);
+finished jobs are found, failed ones are not; a result of another config is never written over."""
 
 import json
+import logging
 import os
 import subprocess
 import sys
 
-from helpers import compose_train
+import pytest
+from helpers import compose_train, run_train
+from omegaconf import OmegaConf
 
+from sealab.settings import changes_numbers, flatten
+from sealab.sweep.numbers import numbers_config
 from sealab.sweep.outcome import FAILED, RESUMED
-from sealab.sweep.resume import config_hash, finished_record, nothing_to_resume
+from sealab.sweep.resume import config_hash, finished_record, keep_other_results, nothing_to_resume
 
 
 def digest(tmp_path, *overrides, out="run"):
@@ -69,3 +74,112 @@ def test_a_finished_job_is_skipped_before_torch_is_imported(tmp_path):
 def test_resume_without_the_sweep_folder_says_how_to_name_it():
     assert "hydra.sweep.dir=" in nothing_to_resume(["hydra.launcher.n_jobs=2"])
     assert nothing_to_resume(["hydra.sweep.dir=multirun/2026-11-26/10-00-00-000000"]) is None
+
+
+def test_the_hash_reads_exactly_the_keys_whose_declared_role_changes_numbers(tmp_path):
+    cfg = compose_train(["method=sea"], output_dir=tmp_path)
+    hashed = numbers_config(cfg)
+    flat = flatten(OmegaConf.to_container(cfg, resolve=False))
+    assert set(hashed) == {key for key in flat if changes_numbers(key)}
+    assert {"seed", "norm", "extract.cache_dtype", "method.augmenter.eta", "trainer.deterministic"} <= set(hashed)
+    assert not [key for key in hashed if key.startswith(("paths.", "hydra.", "logger."))]
+    assert hashed["dataset.val_fraction"] == cfg.dataset.val_fraction
+    base = config_hash(cfg)
+    assert base == digest(tmp_path, "extract.lock_timeout=5", "extract.batch_size=7", "extract.num_workers=0",
+                          "device=cpu", "save_classifier=false", "+wandb.entity=someone")
+    changed = {digest(tmp_path, o) for o in ("extract.cache_dtype=float32", "extract.precision=bf16", "debug=fast",
+                                              "+my_own_key=1", "features.block_rows=8")}
+    assert base not in changed and len(changed) == 5
+
+
+def test_a_local_files_wandb_key_is_not_hashed(tmp_path):
+    (tmp_path / "local").mkdir()
+    (tmp_path / "local" / "mine.yaml").write_text("# @package _global_\nwandb:\n  entity: my-team\n  project: p\n")
+    with_local = compose_train(["method=sea", f"hydra.searchpath=[file://{tmp_path}]", "local=mine"],
+                               output_dir=tmp_path / "run")
+    assert with_local.wandb.entity == "my-team"
+    assert config_hash(with_local) == digest(tmp_path)
+
+
+def test_the_hash_sees_the_data_below_a_path_not_where_the_path_points(tmp_path):
+    assert digest(tmp_path, "dataset=cifar10", "paths.data_dir=/a") == digest(tmp_path, "dataset=cifar10",
+                                                                                "paths.data_dir=/b")
+    assert digest(tmp_path, "dataset=cifar10") != digest(tmp_path, "dataset=cifar10", "dataset.root=/elsewhere")
+
+
+def sweep_job(tmp_path, *overrides, resume=True):
+    """The config of a sweep job in ``tmp_path / "sweep"``, as Hydra composes it."""
+    return compose_train(["method=linear", f"resume={str(resume).lower()}", f"hydra.sweep.dir={tmp_path / 'sweep'}",
+                          *overrides], output_dir=tmp_path / "sweep" / "unused")
+
+
+def write_result(tmp_path, run_name, *overrides, test_top1=0.5):
+    """A finished job of an earlier sweep: its metrics.json with the config hash and config."""
+    cfg = sweep_job(tmp_path, *overrides, resume=False)
+    run_dir = tmp_path / "sweep" / run_name
+    run_dir.mkdir(parents=True)
+    config = OmegaConf.to_container(OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"]), resolve=True)
+    record = {"dataset": "digits", "backbone": "random_features", "method": "linear", "seed": cfg.seed,
+              "metrics": {"val/top1": test_top1, "test/top1": test_top1}, "primary_metric": "test/top1",
+              "fit_seconds": 1.0, "overrides": list(overrides), "config": config, "config_hash": config_hash(cfg)}
+    (run_dir / "metrics.json").write_text(json.dumps(record))
+    return run_dir
+
+
+def test_a_resumed_job_goes_beside_a_result_of_another_config(tmp_path):
+    write_result(tmp_path, "0_digits_random_features_linear", "method.epochs=3")
+    subdir = "hydra.sweep.subdir"
+    assert OmegaConf.select(sweep_job(tmp_path, "method.epochs=3"), subdir) == "0_digits_random_features_linear"
+    moved = sweep_job(tmp_path, "method.epochs=4")
+    assert OmegaConf.select(moved, subdir) == f"0_digits_random_features_linear_{config_hash(moved)}"
+    # without resume=true the job runs where Hydra puts it, as always
+    assert OmegaConf.select(sweep_job(tmp_path, "method.epochs=4", resume=False), subdir) == \
+        "0_digits_random_features_linear"
+    # a result whose last attempt failed is no longer a result: the job takes its place
+    (tmp_path / "sweep" / "0_digits_random_features_linear" / FAILED).write_text("{}")
+    assert OmegaConf.select(sweep_job(tmp_path, "method.epochs=4"), subdir) == "0_digits_random_features_linear"
+
+
+def test_a_job_beside_another_result_names_what_differs(tmp_path, caplog):
+    write_result(tmp_path, "0_digits_random_features_linear", "method.epochs=3", "norm=none")
+    cfg = sweep_job(tmp_path, "method.epochs=4", "norm=none", "num_threads=1")
+    digest_ = config_hash(cfg)
+    beside = tmp_path / "sweep" / f"0_digits_random_features_linear_{digest_}"
+    with caplog.at_level(logging.WARNING, logger="sealab.sweep.resume"):
+        keep_other_results(cfg, digest_, beside)
+    (message,) = [r.getMessage() for r in caplog.records]
+    assert "method.epochs: 3 -> 4" in message and "norm" not in message and "num_threads" not in message
+    assert beside.name in message and "kept" in message
+
+
+def test_resume_refuses_to_write_over_a_result_of_another_config_in_its_own_dir(tmp_path):
+    own = write_result(tmp_path, "run", "method.epochs=3", "seed=1")
+    before = (own / "metrics.json").read_bytes()
+    cfg = sweep_job(tmp_path, "method.epochs=4", "seed=1", "+my_key=2")
+    with pytest.raises(SystemExit) as refused:
+        keep_other_results(cfg, config_hash(cfg), own)
+    message = str(refused.value)
+    assert "method.epochs: 3 -> 4" in message and "my_key: null -> 2" in message and "seed" not in message
+    assert "hydra.sweep.dir" in message
+    assert (own / "metrics.json").read_bytes() == before and not (own / FAILED).exists()
+    keep_other_results(cfg, config_hash(cfg), tmp_path / "sweep" / "new")  # an empty dir: nothing to keep
+    same = sweep_job(tmp_path, "method.epochs=3", "seed=1")
+    keep_other_results(same, config_hash(same), own)  # its own result (finished_record skips the job)
+
+
+def test_a_resumed_sweep_into_another_sweeps_folder_keeps_that_sweeps_results(tmp_path):
+    # An earlier sweep (method.epochs=3) left jobs 0 and 1; a new one (method.epochs=4) is resumed
+    # into its folder. Its jobs 0 and 1 go beside, the earlier files stay as they were, and the
+    # summary keeps the two apart.
+    earlier = [write_result(tmp_path, f"{seed}_digits_random_features_linear", "method.epochs=3", f"seed={seed}",
+                            test_top1=0.25) for seed in (0, 1)]
+    before = {path: path.read_bytes() for run_dir in earlier for path in run_dir.rglob("*") if path.is_file()}
+    run_train(tmp_path, "seed=0,1", "method=linear", "method.epochs=4", "resume=true",
+              f"hydra.sweep.dir={tmp_path / 'sweep'}", multirun=True)
+    assert {path: path.read_bytes() for path in before} == before
+    assert [p for run_dir in earlier for p in run_dir.rglob("*") if p.is_file()] == list(before)
+    new = sorted(path.parent.name for path in (tmp_path / "sweep").glob("*_*_*_linear_*/metrics.json"))
+    assert [name.rsplit("_", 1)[0] for name in new] == [run_dir.name for run_dir in earlier]
+    summary = (tmp_path / "sweep" / "summary.md").read_text()
+    assert "| linear (method.epochs=3) | 25.00 ± 0.00 |" in summary
+    assert "| linear (method.epochs=4) |" in summary

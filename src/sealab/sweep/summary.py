@@ -2,6 +2,11 @@
 unfinished jobs included.
 
 ``sealab-summary multirun/2026-11-25/12-00-00-000000 [DIR ...]`` (or any folders above run dirs).
+
+A row is a method and what else its runs changed: the settings that label a row
+(``sealab.settings``: they change the numbers and are not the seed) whose values differ among
+the runs of that dataset, backbone and method, read from each run's resolved config. Settings a
+whole sweep shares never label a row, and runs that differ in one never share a cell.
 """
 
 from __future__ import annotations
@@ -9,23 +14,29 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
-from typing import Iterable
+from typing import Any, Iterable
 
 import pandas as pd
 from omegaconf import OmegaConf
 
+from sealab.checks import COMPONENTS
 from sealab.fileio import atomic_write_bytes
+from sealab.sweep.numbers import recorded_numbers, show
 from sealab.sweep.outcome import FAILED, METRICS, RESUMED, job_identity
-from sealab.sweep.overrides import override_value, variant
+from sealab.sweep.overrides import GRID, is_variant, variant
+from sealab.sweep.plan import MULTIRUN, not_started
 
-KEYS = ["dataset", "backbone", "method", "seed"]
+KEYS = [*COMPONENTS, "seed"]
 Roots = Iterable[str | Path]
+# What --select reports where a method's variants have no validation score to choose on.
+NOT_SELECTED = "not selected: no val score"
 
 
-def _row(record: dict, path: Path, variant_overrides: list[str], metrics: dict[str, float]) -> dict:
+def _row(record: dict, path: Path, overrides: list[str], metrics: dict[str, float],
+         settings: dict[str, Any]) -> dict:
     row = {k: record[k] for k in KEYS}
-    row["overrides"] = variant_overrides
-    row["variant"] = variant(variant_overrides)
+    row["overrides"] = overrides
+    row["settings"] = settings
     row.update(metrics)
     val_metric = record["primary_metric"].replace("test/", "val/", 1)
     row.update(primary_metric=record["primary_metric"], primary=metrics.get(record["primary_metric"]),
@@ -38,33 +49,59 @@ def _records(roots: Roots, name: str) -> list[Path]:
     return sorted(path for root in roots for path in Path(root).rglob(name))
 
 
+def _settings(record: dict) -> dict[str, Any]:
+    """The settings that change the run's numbers (sweep.numbers), its grid left out: each head of
+    a grid is a run of its own values."""
+    numbers = recorded_numbers(record.get("config") or {})
+    return {key: value for key, value in numbers.items() if key != GRID and not key.startswith(GRID + ".")}
+
+
+def variants(runs: pd.DataFrame, exclude: tuple[str, ...] = ()) -> list[str]:
+    """Each run's label: ``key=value`` of every setting that labels a row (overrides.is_variant)
+    and differs among the runs of its dataset/backbone/method, keys in ``exclude`` left out."""
+    labels = [""] * len(runs)
+    for positions in runs.groupby(list(COMPONENTS), dropna=False).indices.values():
+        settings = [runs["settings"].iloc[i] for i in positions]
+        keys = sorted({key for s in settings for key in s if is_variant(key) and key not in exclude})
+        varying = [key for key in keys
+                   if len({json.dumps(s.get(key), sort_keys=True, default=str) for s in settings}) > 1]
+        for i, s in zip(positions, settings):
+            labels[i] = ", ".join(f"{key}={show(s.get(key))}" for key in varying)
+    return labels
+
+
 def collect(*roots: str | Path) -> pd.DataFrame:
-    """One row per finished run, or per head of a run's grid (a variant like any other, labelled
-    with the override that would train it alone): its identifying keys, every metric, timings
-    and primary metric. A run whose latest attempt failed is left to ``failures``."""
+    """One row per finished run, or per head of a run's grid (a variant like any other: its values
+    set ``method.<key>``, as the override that would train it alone): its identifying keys,
+    ``settings`` (what changes its numbers), ``variant`` (its label), every metric, timings and
+    primary metric. A run whose latest attempt failed is left to ``failures``."""
     rows = []
     for path in _records(roots, METRICS):
         if (path.parent / FAILED).exists():
             continue
         record = json.loads(path.read_text())
-        overrides = record.get("overrides", [])
+        overrides, settings = record.get("overrides", []), _settings(record)
         if not record.get("grid"):
-            rows.append(_row(record, path, overrides, record["metrics"]))
+            rows.append(_row(record, path, overrides, record["metrics"], settings))
         for head in record.get("grid", []):
-            values = [f"method.{key}={value}" for key, value in head["values"].items()]
-            rows.append(_row(record, path, overrides + values, head["metrics"]))
+            values = {f"method.{key}": value for key, value in head["values"].items()}
+            rows.append(_row(record, path, overrides + [f"{key}={show(value)}" for key, value in values.items()],
+                             head["metrics"], {**settings, **values}))
     if not rows:
         raise FileNotFoundError(f"no metrics.json below {', '.join(map(str, roots))}: "
                                 "is this a sealab run or sweep folder?")
-    return pd.DataFrame(rows)
+    runs = pd.DataFrame(rows)
+    return runs.assign(variant=variants(runs))
 
 
 def failures(*roots: str | Path) -> pd.DataFrame:
-    """One row per job that left no result: failed (failed.json: its error's last line) or
-    unfinished (Hydra started it, nothing else: still running, or killed)."""
+    """One row per job that left no result: failed or interrupted (failed.json: its error),
+    unfinished (Hydra started it, nothing else: still running, or killed) or not started (a job
+    of a sweep's multirun.yaml with no run dir: the sweep stopped before it)."""
     rows = []
     for path in _records(roots, FAILED):
-        rows.append({**json.loads(path.read_text()), "status": "failed", "run_dir": str(path.parent)})
+        record = json.loads(path.read_text())
+        rows.append({**record, "status": record.get("status", "failed"), "run_dir": str(path.parent)})
     for hydra_dir in _records(roots, ".hydra"):
         run_dir, files = hydra_dir.parent, [hydra_dir / "config.yaml", hydra_dir / "hydra.yaml"]
         done = any((run_dir / name).exists() for name in (METRICS, FAILED, RESUMED))
@@ -72,31 +109,31 @@ def failures(*roots: str | Path) -> pd.DataFrame:
             config = OmegaConf.merge(*map(OmegaConf.load, files))
             rows.append({**job_identity(config), "error": "no result: still running, or killed",
                          "status": "unfinished", "run_dir": str(run_dir)})
+    for multirun in _records(roots, MULTIRUN):
+        for num, identity in not_started(multirun.parent):
+            rows.append({**identity, "error": "not started: the sweep stopped before this job",
+                         "status": "not started", "run_dir": str(multirun.parent / f"job {num}")})
     columns = [*KEYS, "overrides", "status", "error", "run_dir"]
     return pd.DataFrame(rows, columns=columns).assign(variant=lambda f: [variant(o) for o in f["overrides"]])
 
 
+def _mean_std(mean: float, std: float, count: int) -> str:
+    """A cell in %: the mean, and +- the standard deviation over runs when there are several."""
+    return f"{100 * mean:.2f}" + (f" ± {100 * std:.2f}" if count > 1 else "")
+
+
 def results_table(runs: pd.DataFrame, columns_by: tuple[str, ...] = ()) -> pd.DataFrame:
-    """Rows: methods with what else they changed. Columns: dataset/backbone, plus the values of
-    the override keys in ``columns_by`` (e.g. ``norm``). Cells: primary test metric in %,
-    mean +- std over seeds."""
+    """Rows: methods with what else they changed (``variants``). Columns: dataset/backbone, plus
+    the values of the settings in ``columns_by`` (e.g. ``norm``), which then label no row. Cells:
+    primary test metric in %, mean +- std over seeds."""
     runs = runs.copy()
-    extras = [variant(o, columns_by) for o in runs["overrides"]]
+    extras = variants(runs, columns_by)
     runs["row"] = [f"{m} ({e})" if e else m for m, e in zip(runs["method"], extras)]
     runs["column"] = runs["dataset"] + "/" + runs["backbone"]
     for key in columns_by:
-        runs["column"] += [f" {key}={v}" if v is not None else "" for v in
-                           (override_value(o, key) for o in runs["overrides"])]
-    grouped = runs.groupby(["row", "column"])["primary"]
-    stats = grouped.agg(["mean", "std", "count"]).reset_index()
-
-    def cell(row: pd.Series) -> str:
-        text = f"{100 * row['mean']:.2f}"
-        if row["count"] > 1:
-            text += f" ± {100 * row['std']:.2f}"
-        return text
-
-    stats["cell"] = stats.apply(cell, axis=1)
+        runs["column"] += [f" {key}={show(s[key])}" if key in s else "" for s in runs["settings"]]
+    stats = runs.groupby(["row", "column"])["primary"].agg(["mean", "std", "count"]).reset_index()
+    stats["cell"] = [_mean_std(*values) for values in zip(stats["mean"], stats["std"], stats["count"])]
     table = stats.pivot(index="row", columns="column", values="cell")
     table.index.name = "method"
     table.columns.name = None
@@ -104,15 +141,21 @@ def results_table(runs: pd.DataFrame, columns_by: tuple[str, ...] = ()) -> pd.Da
 
 
 def select_on_validation(runs: pd.DataFrame) -> pd.DataFrame:
-    """Per method and dataset/backbone, the variant with the best mean validation score
-    (e.g. SeA's eta), reported by its mean test score: test data never picks the variant."""
-    means = runs.groupby(["method", "variant", "dataset", "backbone"])[["val_primary", "primary"]].mean()
-    means = means.reset_index()
-    best = means.loc[means.groupby(["method", "dataset", "backbone"])["val_primary"].idxmax()]
-    best = best.assign(column=best["dataset"] + "/" + best["backbone"],
-                       cell=[f"{100 * t:.2f}" + (f" ({v})" if v else "")
-                             for t, v in zip(best["primary"], best["variant"])])
-    table = best.pivot(index="method", columns="column", values="cell")
+    """Per method and dataset/backbone, the variant with the best mean validation score (e.g.
+    SeA's eta), reported by its test score, mean +- std over its n seeds: test data never picks
+    the variant. A method with one variant needs no choice; one whose variants have no validation
+    score (``fit_on=trainval`` keeps no val split) cannot be chosen: its cell says so."""
+    stats = runs.groupby(["method", "variant", "dataset", "backbone"], dropna=False).agg(
+        val=("val_primary", "mean"), mean=("primary", "mean"), std=("primary", "std"), n=("primary", "count"))
+    cells = []
+    for (method, dataset, backbone), group in stats.reset_index().groupby(["method", "dataset", "backbone"]):
+        scored = group.dropna(subset=["val"])
+        best = group.iloc[0] if len(group) == 1 else scored.loc[scored["val"].idxmax()] if len(scored) else None
+        cell = NOT_SELECTED if best is None else (
+            f"{_mean_std(best['mean'], best['std'], best['n'])} (n={best['n']}"
+            + (f"; {best['variant']})" if best["variant"] else ")"))
+        cells.append({"method": method, "column": f"{dataset}/{backbone}", "cell": cell})
+    table = pd.DataFrame(cells).pivot(index="method", columns="column", values="cell")
     table.columns.name = None
     return table
 
@@ -137,8 +180,9 @@ def summarize(roots: str | Path | Roots, out: str | Path | None = None, select: 
     """Write ``runs.csv`` (every row, failures with their error) and ``summary.md`` into ``out``
     (default: the one root); return the table and its Markdown.
 
-    ``select``: one row per method, its variant chosen on validation (see select_on_validation);
-    otherwise ``columns_by`` override keys become columns (see results_table).
+    ``select``: one row per method, its variant chosen on validation (see select_on_validation),
+    written to ``selected.md`` beside summary.md; otherwise ``columns_by`` settings become columns
+    (see results_table).
     """
     roots = [Path(roots)] if isinstance(roots, (str, Path)) else [Path(r) for r in roots]
     out = Path(out) if out is not None else roots[0]
@@ -148,18 +192,28 @@ def summarize(roots: str | Path | Roots, out: str | Path | None = None, select: 
     except FileNotFoundError:
         if failed.empty:
             raise
-        runs = pd.DataFrame(columns=[*KEYS, "overrides", "variant", "status"])
+        runs = pd.DataFrame(columns=[*KEYS, "overrides", "settings", "variant", "status"])
     table = pd.DataFrame()
     if len(runs):
         table = select_on_validation(runs) if select else results_table(runs, columns_by)
     markdown = to_markdown(table) if len(runs) else "No job finished.\n"
+    if select and table.isin([NOT_SELECTED]).to_numpy().any():
+        markdown += (f"\n{NOT_SELECTED}: these runs have no validation metric to choose a variant on "
+                     "(fit_on=trainval refits on train+val). Select with fit_on=train, then refit the "
+                     "chosen variant with fit_on=trainval.\n")
     if len(failed):
         markdown += f"\n{len(failed)} job(s) without a result:\n\n" + failures_markdown(failed)
     out.mkdir(parents=True, exist_ok=True)
-    every_row = pd.concat([frame for frame in (runs, failed) if len(frame)], ignore_index=True)
+    every_row = pd.concat([frame for frame in (runs.drop(columns="settings"), failed) if len(frame)],
+                          ignore_index=True)
     atomic_write_bytes(out / "runs.csv", lambda p: every_row.to_csv(p, index=False))
-    atomic_write_bytes(out / "summary.md", lambda p: p.write_text(markdown))
+    atomic_write_bytes(out / table_file(select), lambda p: p.write_text(markdown))
     return table, markdown
+
+
+def table_file(select: bool) -> str:
+    """summary.md, or selected.md for --select: the selection never replaces the sweep's table."""
+    return "selected.md" if select else "summary.md"
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -169,15 +223,16 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", metavar="DIR",
                         help="where runs.csv and summary.md go (default: the one DIR; required with several)")
     parser.add_argument("--select", action="store_true",
-                        help="one row per method: the variant with the best validation score")
+                        help="one row per method: the variant with the best validation score (into selected.md)")
     parser.add_argument("--columns-by", nargs="+", default=(), metavar="KEY",
-                        help="override keys whose values become columns, e.g. norm")
+                        help="settings whose values become columns, e.g. norm")
     args = parser.parse_args(argv)
     if len(args.roots) > 1 and args.out is None:
         parser.error("several DIRs are merged into one table: name its folder with --out DIR")
     out = Path(args.out or args.roots[0])
     _, markdown = summarize(args.roots, out, select=args.select, columns_by=tuple(args.columns_by))
-    print(f"\nResults (primary test metric, %), also in {out / 'summary.md'}; every row in {out / 'runs.csv'}:")
+    print(f"\nResults (primary test metric, %), also in {out / table_file(args.select)}; "
+          f"every row in {out / 'runs.csv'}:")
     print(markdown, end="")
 
 
