@@ -7,18 +7,13 @@ import pytest
 from helpers import CONF_DIR, compose_train
 from omegaconf import OmegaConf, open_dict
 
-from sealab.checks import (
-    RULES,
-    Rule,
-    check_run_config,
-    integer,
-    number,
-    one_of,
-    positive,
-)
-from sealab.experiment import CHOICE_RULES, run
+from sealab.checks import check_run_config, declared_rules
+from sealab.experiment import run
+from sealab.rules import Rule, component, integer, mapping, number, one_of, positive
+from sealab.settings import run_rules
 
 METHODS = sorted(p.stem for p in (CONF_DIR / "method").glob("*.yaml"))
+BACKBONES = sorted(p.stem for p in (CONF_DIR / "backbone").glob("*.yaml"))
 
 
 @pytest.mark.parametrize("rule, good, bad", [
@@ -30,6 +25,8 @@ METHODS = sorted(p.stem for p in (CONF_DIR / "method").glob("*.yaml"))
     (integer(1, nullable=True), [None, 3], [0]),
     (one_of("a", "b"), ["a"], ["c", 1]),
     (Rule("bool"), [True, False], [1, "true"]),
+    (mapping(nullable=True), [{"a": [1]}, None], ["abc", [0.1, 0.3]]),
+    (component(nullable=True), [{"_target_": "x"}, None, lambda: None], ["abc", 1, [1]]),
 ])
 def test_a_rule_accepts_its_type_and_range_only(rule, good, bad):
     assert all(rule.accepts(v) for v in good)
@@ -51,6 +48,23 @@ def test_a_rule_describes_its_range():
     (["method.augmenter.eta=abc"], "method.augmenter.eta='abc': must be a number >= 0"),
     (["method.augmenter.alpha=-0.01"], "method.augmenter.alpha=-0.01: must be a number > 0"),
     (["method=mixup", "method.augmenter.alpha=0"], "method.augmenter.alpha=0: must be a number > 0"),
+    (["method=sea_random", "method.augmenter.concentration=0"],
+     "method.augmenter.concentration=0: must be a number > 0"),
+    (["method=pgd", "method.augmenter.steps=0"], "method.augmenter.steps=0: must be an integer >= 1"),
+    (["method=isda", "method.augmenter.lambda0=-1"], "method.augmenter.lambda0=-1: must be a number >= 0"),
+    (["method=noise", "method.augmenter.sigma=-0.1"], "method.augmenter.sigma=-0.1: must be a number >= 0"),
+    (["method.optimizer.momentum=1"], "method.optimizer.momentum=1: must be a number in [0, 1)"),
+    (["method=finetune", "method.layer_decay=0"], "method.layer_decay=0: must be a number in (0, 1] or null"),
+    (["method=finetune", "method.precision=fp16"],
+     "method.precision='fp16': must be one of 'auto', '32', 'bf16-mixed', '16-mixed' or 32"),
+    (["method=linear_aug", "method.norm=l1"], "method.norm='l1': must be one of 'l2', 'center_l2', 'none'"),
+    (["method=knn", "method.temperature=0"], "method.temperature=0: must be a number > 0"),
+    (["backbone=resnet50", "backbone.features=avg"],
+     "backbone.features='avg': must be one of 'pooled', 'cls', 'mean_patch', 'last_k_cls'"),
+    (["backbone.feature_dim=0"], "backbone.feature_dim=0: must be an integer >= 1"),
+    # a grid that is not a mapping of lists (was an AttributeError / ConfigAttributeError)
+    (["method.grid=abc"], "method.grid='abc': must be a mapping or null"),
+    (["method.grid=[0.1,0.3]"], "method.grid=[0.1, 0.3]: must be a mapping or null"),
     (["method.head.lamda=0"], "method.head.lamda=0: must be a number > 0"),
     (["method.optimizer.weight_decay=-1e-6"], "method.optimizer.weight_decay=-1e-06: must be a number >= 0"),
     (["method.batch_size=0"], "method.batch_size=0: must be an integer >= 1"),
@@ -75,7 +89,7 @@ def test_a_rule_describes_its_range():
 def test_a_bad_value_is_named_with_its_valid_range(overrides, expected, tmp_path):
     cfg = compose_train(overrides, output_dir=tmp_path)
     with pytest.raises(ValueError) as raised:
-        check_run_config(cfg, "sea", CHOICE_RULES)
+        check_run_config(cfg, "sea")
     assert expected in [line.strip() for line in str(raised.value).splitlines()[1:]]
 
 
@@ -88,18 +102,24 @@ def test_every_problem_is_listed_at_once(tmp_path):
 
 
 def test_every_rule_is_for_a_key_a_shipped_config_has(tmp_path):
-    keys = set()
-    for method in METHODS:
-        cfg = OmegaConf.to_container(compose_train([f"method={method}"], tmp_path), resolve=False)
-        cfg.pop("hydra")
-        stack = [("", cfg)]
+    """Run-level rules by their key; a component's rules at the path of each shipped node of
+    its class (``method.augmenter.eta`` for SeA): none is for a key no config has."""
+    keys, rules = set(), set(run_rules())
+    overrides = [[f"method={m}"] for m in METHODS] + [[f"backbone={b}"] for b in BACKBONES]
+    for override in overrides:
+        cfg = compose_train(override, tmp_path)
+        container = OmegaConf.to_container(cfg, resolve=False)
+        container.pop("hydra")
+        stack = [("", container, cfg)]
         while stack:
-            prefix, node = stack.pop()
+            prefix, node, config = stack.pop()
+            if "_target_" in node:
+                rules |= {prefix + key for key in declared_rules(config)}
             for key, value in node.items():
                 keys.add(prefix + key)
                 if isinstance(value, dict):
-                    stack.append((f"{prefix}{key}.", value))
-    assert not (set(RULES) | set(CHOICE_RULES)) - keys, "rules for keys no config has"
+                    stack.append((f"{prefix}{key}.", value, config[key]))
+    assert not rules - keys, "rules for keys no config has"
 
 
 @pytest.mark.parametrize("override", ["method.augmenter.eta=abc", "method.augmenter.mode=exact"])

@@ -8,7 +8,7 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 from omegaconf import OmegaConf
 
-from sealab.checks import RULES, rule_violations
+from sealab.checks import rule_violations
 from sealab.device import check_devices, rank_device, trainer_placement
 from sealab.distributed import gather_rows, launch
 from sealab.features.cache import FeatureCache, cache_key
@@ -37,7 +37,7 @@ def test_devices_setting():
     cpu = torch.device("cpu")
     assert check_devices(2, cpu) == 2
     for bad in (0, -1, 1.5, "2", True):
-        assert rule_violations(OmegaConf.create({"devices": bad}), RULES) == [
+        assert rule_violations(OmegaConf.create({"devices": bad})) == [
             f"devices={bad!r}: must be an integer >= 1"]
     with pytest.raises(ValueError, match="devices=1"):
         check_devices(2, torch.device("mps"))

@@ -56,7 +56,7 @@ def test_vit_only_options_fail_clearly_elsewhere():
     for features in ("cls", "mean_patch", "last_k_cls"):
         with pytest.raises(ValueError, match="vision transformer.*features=pooled"):
             TimmBackbone("resnet10t", pretrained=False, img_size=32, features=features)
-    with pytest.raises(ValueError, match="choose one of"):
+    with pytest.raises(ValueError, match="backbone.features='avg': must be one of 'pooled', 'cls'"):
         tiny_vit(features="avg")
     with pytest.raises(ValueError, match="with_mean_patch"):
         tiny_vit(features="cls", with_mean_patch=True)

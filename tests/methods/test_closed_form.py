@@ -206,9 +206,19 @@ def test_knn_equals_brute_force_for_any_chunking(multilabel, query_chunk, bank_c
     torch.testing.assert_close(scores.double(), expected, rtol=1e-5, atol=1e-6)
 
 
-def test_knn_uses_every_example_when_k_exceeds_bank():
+def test_knn_refuses_k_above_the_training_rows_naming_both():
+    """k=20 on 8 rows would report k=8's numbers under k=20: refused, with the largest valid k."""
     (bank, labels), (queries, _) = blobs(8, 0), blobs(5, 1)
-    scores = KNearestNeighbours("knn", k=20).fit((bank, labels), None, ctx()).scorer(queries)
+    with pytest.raises(ValueError, match=r"method.k=20: knn is fitted on 8 rows.*set method.k=8 or lower"):
+        KNearestNeighbours("knn", k=20).fit((bank, labels), None, ctx())
+    # k equal to the rows is kNN over the whole bank, as asked
+    scores = KNearestNeighbours("knn", k=8).fit((bank, labels), None, ctx()).scorer(queries)
+    torch.testing.assert_close(scores.double(), brute_force_knn(bank, labels, queries, 8, 0.07, C))
+
+
+def test_the_knn_scorer_uses_every_example_when_k_exceeds_its_bank():
+    (bank, labels), (queries, _) = blobs(8, 0), blobs(5, 1)
+    scores = KNNScorer(bank, labels, MultiClass(C), k=20)(queries)
     torch.testing.assert_close(scores.double(), brute_force_knn(bank, labels, queries, 8, 0.07, C))
 
 

@@ -10,6 +10,9 @@ from torch import nn
 
 from sealab.heads.linear import LinearHead
 
+# Where an augmenter's node sits in a config: its constructor's messages name the key a user sets.
+AUGMENTER = "method.augmenter."
+
 
 class SharedBatch:
     """A clean training batch and what the augmenters of every head may share: its Gram

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import torch
 
-from sealab.augment.base import Augmented, FeatureAugmenter
+from sealab.augment.base import AUGMENTER, Augmented, FeatureAugmenter
 from sealab.heads.linear import LinearHead
+from sealab.rules import number, validate
 
 
 class ClassCovariance:
@@ -51,10 +52,11 @@ class ISDA(FeatureAugmenter):
     The estimator holds C x d x d numbers. Multi-class targets only.
     """
 
+    RULES = {"lambda0": number(0)}
+
     def __init__(self, lambda0: float = 0.5):
+        validate(type(self).__name__, self.RULES, prefix=AUGMENTER, lambda0=lambda0)
         super().__init__()
-        if lambda0 < 0:
-            raise ValueError(f"ISDA lambda0 must be >= 0, got {lambda0}")
         self.lambda0, self.strength = lambda0, 0.0
         self.estimator = ClassCovariance()
 

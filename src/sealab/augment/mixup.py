@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import torch
 
-from sealab.augment.base import Augmented, FeatureAugmenter
+from sealab.augment.base import AUGMENTER, Augmented, FeatureAugmenter
+from sealab.rules import positive, validate
 
 
 class Mixup(FeatureAugmenter):
@@ -13,10 +14,12 @@ class Mixup(FeatureAugmenter):
     of the batch. Features are not renormalised: the mixed logits are then exactly the
     mix of the two examples' logits, matching the mixed target."""
 
+    # alpha: both parameters of the Beta distribution of the mixing weight (SeA's alpha is another setting).
+    RULES = {"alpha": positive()}
+
     def __init__(self, alpha: float = 1.0):
+        validate(type(self).__name__, self.RULES, prefix=AUGMENTER, alpha=alpha)
         super().__init__()
-        if alpha <= 0:
-            raise ValueError(f"mixup alpha must be positive, got {alpha}")
         self.alpha = alpha
 
     def plan(self, batch, logits, head):

@@ -5,17 +5,19 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from sealab.augment.base import Augmented, FeatureAugmenter
+from sealab.augment.base import AUGMENTER, Augmented, FeatureAugmenter
+from sealab.rules import number, validate
 
 
 class GaussianNoise(FeatureAugmenter):
     """``x~ = normalize(x + sigma * N(0, I))`` (per-coordinate std ``sigma``; the noise
     vector's length is about ``sigma * sqrt(d)``, so pick ``sigma`` with ``d`` in mind)."""
 
+    RULES = {"sigma": number(0)}
+
     def __init__(self, sigma: float = 0.02):
+        validate(type(self).__name__, self.RULES, prefix=AUGMENTER, sigma=sigma)
         super().__init__()
-        if sigma < 0:
-            raise ValueError(f"sigma must be >= 0, got {sigma}")
         self.sigma = sigma
 
     def plan(self, batch, logits, head):

@@ -5,8 +5,9 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from sealab.augment.base import Augmented, FeatureAugmenter
+from sealab.augment.base import AUGMENTER, Augmented, FeatureAugmenter
 from sealab.augment.step import unit_gradient
+from sealab.rules import COUNT, positive, validate
 
 
 class PGD(FeatureAugmenter):
@@ -16,11 +17,12 @@ class PGD(FeatureAugmenter):
     leave the point slightly outside the ball; with one step and ``radius >= step_size``
     this is exactly ``sea_noproj`` (``GradientStep`` with ``eta = step_size``)."""
 
+    RULES = {"steps": COUNT, "step_size": positive(), "radius": positive()}
+
     def __init__(self, steps: int = 3, step_size: float = 0.02, radius: float = 0.05):
+        validate(type(self).__name__, self.RULES, prefix=AUGMENTER,
+                 steps=steps, step_size=step_size, radius=radius)
         super().__init__()
-        if steps < 1 or step_size <= 0 or radius <= 0:
-            raise ValueError(f"PGD needs steps >= 1, step_size > 0 and radius > 0; got "
-                             f"steps={steps}, step_size={step_size}, radius={radius}")
         self.steps, self.step_size, self.radius = steps, step_size, radius
 
     def plan(self, batch, logits, head):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import torch
 
+from sealab.augment.base import AUGMENTER
 from sealab.augment.step import (
     NORMALIZE_EPS,
     SpanStep,
@@ -11,7 +12,7 @@ from sealab.augment.step import (
     span_softmax,
 )
 from sealab.heads.linear import LinearHead
-from sealab.rules import number, one_of, positive, validate
+from sealab.rules import one_of, positive, validate
 
 
 def gradient_dots(head: LinearHead, logits: torch.Tensor, y: torch.Tensor,
@@ -71,11 +72,11 @@ class SeA(SpanStep):
     (``PublishedNumerics``, the reference code's, to compare with published numbers).
     """
 
-    # eta: the step; alpha: the temperature of the softmax over partners.
-    RULES = {"eta": number(0), "alpha": positive(), "mode": one_of(*NUMERICS)}
+    # alpha: the temperature of the softmax over partners (mixup's alpha is another setting).
+    RULES = {**SpanStep.RULES, "alpha": positive(), "mode": one_of(*NUMERICS)}
 
     def __init__(self, eta: float = 0.8, alpha: float = 0.01, mode: str = "clean"):
-        validate("SeA", self.RULES, eta=eta, alpha=alpha, mode=mode)
+        validate(type(self).__name__, self.RULES, prefix=AUGMENTER, eta=eta, alpha=alpha, mode=mode)
         super().__init__(eta)
         self.alpha, self.mode, self.numerics = alpha, mode, NUMERICS[mode]
 
@@ -109,10 +110,11 @@ class RandomSpan(SpanStep):
     large: close to the batch mean of the others). Drawn from torch's global RNG, so a
     seeded run is deterministic."""
 
+    RULES = {**SpanStep.RULES, "concentration": positive()}
+
     def __init__(self, eta: float = 0.8, concentration: float = 1.0):
+        validate(type(self).__name__, self.RULES, prefix=AUGMENTER, eta=eta, concentration=concentration)
         super().__init__(eta)
-        if concentration <= 0:
-            raise ValueError(f"concentration must be positive, got {concentration}")
         self.concentration = concentration
 
     def scores(self, batch, logits, head):

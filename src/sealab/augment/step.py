@@ -12,10 +12,12 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from sealab.augment.base import Augmented, FeatureAugmenter, SharedBatch
+from sealab.augment.base import AUGMENTER, Augmented, FeatureAugmenter, SharedBatch
 from sealab.heads.linear import LinearHead
+from sealab.rules import number, validate
 
 NORMALIZE_EPS = 1e-12  # F.normalize's: lengths below it are clamped, as in the reference code
+ETA = number(0)  # the step's length on the unit sphere (0: no augmentation)
 
 
 def unit_gradient(head: LinearHead, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -30,7 +32,10 @@ class GradientStep(FeatureAugmenter):
     """``sea_noproj``: SeA without the projection, the normalised gradient is the direction
     (an L2 FGSM step in feature space): ``x~ = normalize(x + eta * ghat)``."""
 
+    RULES = {"eta": ETA}
+
     def __init__(self, eta: float = 0.8):
+        validate(type(self).__name__, self.RULES, prefix=AUGMENTER, eta=eta)
         super().__init__()
         self.eta = eta
 
@@ -86,7 +91,10 @@ class SpanStep(FeatureAugmenter):
     of other examples, ``q_i = softmax_j(scores_ij)`` over the partners ``j`` of ``i`` (by
     default every ``j != i``). A row without partners is left unaugmented."""
 
+    RULES = {"eta": ETA}
+
     def __init__(self, eta: float):
+        validate(type(self).__name__, SpanStep.RULES, prefix=AUGMENTER, eta=eta)
         super().__init__()
         self.eta = eta
 

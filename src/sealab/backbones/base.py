@@ -8,6 +8,9 @@ from typing import Any, Callable
 import torch
 from torch import nn
 
+# Where a backbone's node sits in a config: its constructor's messages name the key a user sets.
+BACKBONE = "backbone."
+
 
 class Backbone(nn.Module):
     """Maps a batch of preprocessed images to pooled feature vectors (B x ``feature_dim``).

@@ -14,7 +14,8 @@ from hydra.core.global_hydra import GlobalHydra
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 
-from sealab.backbones.base import Backbone
+from sealab.backbones.base import BACKBONE, Backbone
+from sealab.rules import BOOL, NAME, listing, validate
 
 CONFIG_MODULE = "sealab.conf"
 
@@ -34,7 +35,11 @@ class Ensemble(Backbone):
     checkpoint path). ``normalize``: L2-normalise each member's features before concatenating,
     so that no member dominates by its scale."""
 
+    # each member is checked by its own class's rules when it is built
+    RULES = {"members": listing(), "normalize": BOOL, "name": NAME}
+
     def __init__(self, members: Sequence[str | Mapping], normalize: bool = True, name: str = "ensemble"):
+        validate(type(self).__name__, self.RULES, prefix=BACKBONE, members=members, normalize=normalize, name=name)
         super().__init__()
         if len(members) < 2:
             raise ValueError(f"backbone=ensemble needs at least two members, got {list(members)}: "

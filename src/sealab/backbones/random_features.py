@@ -7,7 +7,8 @@ from typing import Any
 import torch
 from torchvision.transforms import v2
 
-from sealab.backbones.base import Backbone
+from sealab.backbones.base import BACKBONE, Backbone
+from sealab.rules import COUNT, NAME, integer, number, validate
 
 
 class RandomReLUFeatures(Backbone):
@@ -15,8 +16,12 @@ class RandomReLUFeatures(Backbone):
     (std ``bias_std``), drawn once from ``seed``: the classical random-features extractor.
     Images are taken grey-scale at ``input_size`` x ``input_size``, pixels scaled to [-1, 1]."""
 
+    RULES = {"feature_dim": COUNT, "input_size": COUNT, "bias_std": number(0), "seed": integer(0), "name": NAME}
+
     def __init__(self, feature_dim: int = 2048, input_size: int = 8, bias_std: float = 0.5,
                  seed: int = 0, name: str = "random_features"):
+        validate(type(self).__name__, self.RULES, prefix=BACKBONE, feature_dim=feature_dim,
+                 input_size=input_size, bias_std=bias_std, seed=seed, name=name)
         super().__init__()
         self.name, self.feature_dim, self.input_size, self.seed = name, feature_dim, input_size, seed
         self.bias_std = bias_std

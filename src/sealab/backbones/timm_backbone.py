@@ -9,9 +9,10 @@ from typing import Any
 import torch
 from torchvision.transforms import v2
 
-from sealab.backbones.base import Backbone
+from sealab.backbones.base import BACKBONE, Backbone
 from sealab.backbones.checkpoint import load_backbone_checkpoint
 from sealab.fileio import file_sha256
+from sealab.rules import BOOL, COUNT, integer, listing, mapping, one_of, text, validate
 
 PREPROCESSING = ("protocol", "timm")
 
@@ -68,6 +69,12 @@ class TimmBackbone(Backbone):
     ``img_size`` (ViTs) are built for it.
     """
 
+    RULES = {"model_name": text(), "pretrained": BOOL, "checkpoint": text(nullable=True),
+             "checkpoint_key": text(nullable=True), "key_map": mapping(nullable=True),
+             "drop_prefixes": listing(nullable=True), "img_size": integer(1, nullable=True),
+             "preprocessing": one_of(*PREPROCESSING), "features": one_of(*FEATURES), "last_k": COUNT,
+             "with_mean_patch": BOOL, "init_seed": integer(0), "name": text(nullable=True)}
+
     def __init__(
         self,
         model_name: str,
@@ -84,11 +91,11 @@ class TimmBackbone(Backbone):
         init_seed: int = 0,
         name: str | None = None,
     ):
+        validate(type(self).__name__, self.RULES, prefix=BACKBONE, model_name=model_name, pretrained=pretrained,
+                 checkpoint=checkpoint, checkpoint_key=checkpoint_key, key_map=key_map,
+                 drop_prefixes=drop_prefixes, img_size=img_size, preprocessing=preprocessing, features=features,
+                 last_k=last_k, with_mean_patch=with_mean_patch, init_seed=init_seed, name=name)
         super().__init__()
-        if preprocessing not in PREPROCESSING:
-            raise ValueError(f"preprocessing={preprocessing!r}: choose one of {PREPROCESSING}")
-        if features not in FEATURES:
-            raise ValueError(f"backbone.features={features!r}: choose one of {FEATURES}")
         if with_mean_patch and features != "last_k_cls":
             raise ValueError("backbone.with_mean_patch=true appends the mean patch token to the "
                              f"last_k_cls features; backbone.features is {features!r} "

@@ -12,6 +12,8 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
 from sealab.backbones.base import Backbone
+from sealab.rules import problem
+from sealab.settings import rule
 
 
 class Transformed(Dataset):
@@ -36,23 +38,28 @@ def image_loader(dataset: Dataset, transform: Callable[[Any], torch.Tensor], bat
                       persistent_workers=num_workers > 0)  # no worker restart every epoch
 
 
-PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+# The autocast dtype of each extract.precision (its rule: sealab.settings, whose choices these
+# must be; tests/test_settings.py checks it).
+AUTOCAST_DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def _refuse(key: str, value: Any) -> None:
+    """Raise when ``value`` breaks the rule sealab.settings declares for run-level ``key``."""
+    if (refused := problem(key, value, rule(key))) is not None:
+        raise ValueError(refused)
 
 
 def resolve_workers(num_workers: int | str, device: torch.device) -> int:
     """``auto``: image decoding in worker processes feeds a GPU (up to 8, one core left for the
     main process); on the CPU the model needs the cores itself, so none."""
+    _refuse("extract.num_workers", num_workers)
     if num_workers == "auto":
         return min(8, max(0, (os.cpu_count() or 1) - 1)) if device.type == "cuda" else 0
-    if not isinstance(num_workers, int) or num_workers < 0:
-        raise ValueError(f"extract.num_workers={num_workers!r}: use auto or a number >= 0")
     return num_workers
 
 
 def _autocast(device: torch.device, precision: str):
-    if precision not in PRECISIONS:
-        raise ValueError(f"extract.precision={precision!r}: choose one of {list(PRECISIONS)}")
-    dtype = PRECISIONS[precision]
+    dtype = AUTOCAST_DTYPES[precision]
     return nullcontext() if dtype is None else torch.autocast(device.type, dtype=dtype)
 
 
@@ -64,11 +71,14 @@ def iter_outputs(model: nn.Module, dataset: Dataset, transform: Callable[[Any], 
     """Batches ``(outputs float32 on CPU, targets)`` of ``model`` in eval mode on ``device`` over
     every sample, in order. ``precision`` bf16/fp16 runs the model under autocast (fp32: as
     published numbers were made); ``channels_last`` stores images and convolution weights NHWC."""
+    for key, value in (("extract.batch_size", batch_size), ("extract.precision", precision),
+                       ("extract.channels_last", channels_last)):
+        _refuse(key, value)  # before the model moves or the first batch is loaded
     memory_format = torch.channels_last if channels_last else torch.contiguous_format
     model.eval().to(device, memory_format=memory_format)
     loader = image_loader(dataset, transform, batch_size, resolve_workers(num_workers, device),
                           pin_memory=device.type == "cuda")
-    autocast = _autocast(device, precision)  # checked before the first batch is loaded
+    autocast = _autocast(device, precision)
     for images, target in tqdm(loader, desc=desc, unit="batch"):
         images = images.to(device, non_blocking=True)
         if images.ndim == 4:

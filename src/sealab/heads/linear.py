@@ -7,6 +7,7 @@ import math
 import torch
 from torch import nn
 
+from sealab.rules import number, positive, validate
 from sealab.task import Task
 
 
@@ -20,10 +21,12 @@ class LinearHead(nn.Module):
     ``input_grad`` gives d loss / d x in closed form, so augmenters need no second backward pass.
     """
 
+    # The config node (``method.head``, a partial) sets lamda and delta; the method passes the rest.
+    RULES = {"lamda": positive(), "delta": number()}
+
     def __init__(self, in_features: int, task: Task, lamda: float = 0.1, delta: float = 0.0):
+        validate(type(self).__name__, self.RULES, prefix="method.head.", lamda=lamda, delta=delta)
         super().__init__()
-        if lamda <= 0:
-            raise ValueError(f"lamda must be positive, got {lamda}")
         self.task, self.lamda, self.delta = task, lamda, delta
         self.weight = nn.Parameter(torch.empty(task.num_classes, in_features))
         nn.init.kaiming_uniform_(self.weight, a=math.sqrt(5))  # nn.Linear's initialisation

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import functools
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,9 +16,22 @@ from torch.utils.data import Dataset
 
 from sealab.backbones.base import Backbone
 from sealab.features.ondisk import StreamedFeatures
+from sealab.rules import BOOL, NAME, number, positive, validate
 from sealab.task import Task
 
 Features = tuple[torch.Tensor, torch.Tensor]
+
+# Where a method's node sits in a config: its constructor's messages name the key a user sets.
+METHOD = "method."
+# The optimizer sub-node (torch.optim.SGD, a partial) the SGD methods build, declared by them.
+OPTIMIZER_RULES = {"optimizer.lr": positive(), "optimizer.momentum": number(0, 1, open_high=True),
+                   "optimizer.weight_decay": number(0), "optimizer.nesterov": BOOL}
+
+
+def settings_of(component: Any) -> Any:
+    """What a component's dotted rules (``optimizer.lr``) read: a config node as it is, the
+    keywords of a partial (the built form of a ``_partial_: true`` node)."""
+    return component.keywords if isinstance(component, functools.partial) else component
 
 
 @dataclass
@@ -64,8 +78,10 @@ class Method(ABC):
     disk (``StreamedFeatures``, normalised block by block as it is read)."""
 
     streams = False
+    RULES = {"name": NAME}
 
     def __init__(self, name: str):
+        validate(type(self).__name__, self.RULES, prefix=METHOD, name=name)
         self.name = name
 
     @abstractmethod
@@ -80,7 +96,10 @@ class ImageMethod(ABC):
     ``backbone.transform`` to class scores (B x C).
     """
 
+    RULES = {"name": NAME}
+
     def __init__(self, name: str):
+        validate(type(self).__name__, self.RULES, prefix=METHOD, name=name)
         self.name = name
 
     @abstractmethod

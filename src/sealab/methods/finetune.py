@@ -12,8 +12,9 @@ from torch.utils.data import Dataset
 from sealab.backbones.base import Backbone
 from sealab.backbones.timm_backbone import TimmBackbone
 from sealab.heads.linear import LinearHead
-from sealab.methods.base import FitContext
+from sealab.methods.base import METHOD, FitContext, settings_of
 from sealab.methods.image_training import ImageModule, ImageTraining, cosine_per_step
+from sealab.rules import number, positive, validate
 
 
 def layer_decay_groups(model: nn.Module, lr: float, weight_decay: float, decay: float) -> list[dict[str, Any]]:
@@ -44,12 +45,16 @@ class FineTune(ImageTraining):
     ``layer_decay_groups``. Checkpoints, resume, precision, accumulation: ``ImageTraining``.
     """
 
+    # head_lr null: optimizer.lr; layer_decay null: none
+    RULES = {**ImageTraining.RULES, "head_lr": positive(nullable=True),
+             "layer_decay": number(0, 1, open_low=True, nullable=True)}
+
     def __init__(self, name: str, head: Callable[..., LinearHead],
                  optimizer: Callable[..., torch.optim.Optimizer], head_lr: float | None = None,
                  layer_decay: float | None = None, **training: Any):
+        validate(type(self).__name__, self.RULES, prefix=METHOD, name=name, head=head,
+                 optimizer=settings_of(optimizer), head_lr=head_lr, layer_decay=layer_decay, **training)
         super().__init__(name, head, optimizer, **training)
-        if layer_decay is not None and not 0 < layer_decay <= 1:
-            raise ValueError(f"method.layer_decay={layer_decay}: use a value in (0, 1], or null for none")
         self.head_lr, self.layer_decay = head_lr, layer_decay
 
     def build(self, train: Dataset, backbone: Backbone, ctx: FitContext) -> ImageModule:
@@ -61,7 +66,7 @@ class FineTune(ImageTraining):
             raise ValueError(f"method={self.name}: set method.optimizer.lr (the backbone's learning rate)")
         lr = settings["lr"]
         tuned = copy.deepcopy(backbone).unfreeze()
-        head = self.head_factory(in_features=backbone.feature_dim, task=ctx.task)
+        head = self.head(in_features=backbone.feature_dim, task=ctx.task)
         groups = ([{"params": list(tuned.parameters())}] if self.layer_decay is None else
                   layer_decay_groups(tuned.model, lr, settings.get("weight_decay", 0.0), self.layer_decay))
         groups.append({"params": list(head.parameters()), "lr": lr if self.head_lr is None else self.head_lr})

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import torch
 
-from sealab.methods.base import Features, FitContext, FitResult
+from sealab.methods.base import METHOD, Features, FitContext, FitResult, Method
 from sealab.methods.closed_form import (
     ClosedFormMethod,
     LinearScorer,
     require_every_class,
 )
+from sealab.rules import number, validate
 from sealab.task import MultiClass
 
 
@@ -42,10 +43,11 @@ class GaussianDiscriminant(ClosedFormMethod):
     float64 by Cholesky; the chosen ``a`` is reported in ``selected``.
     """
 
+    RULES = {**Method.RULES, "shrinkage": number(0, 1, also=("auto",))}  # auto: Ledoit-Wolf
+
     def __init__(self, name: str, shrinkage: float | str = "auto"):
+        validate(type(self).__name__, self.RULES, prefix=METHOD, name=name, shrinkage=shrinkage)
         super().__init__(name)
-        if not (shrinkage == "auto" or (isinstance(shrinkage, (int, float)) and 0 <= shrinkage <= 1)):
-            raise ValueError(f"gda shrinkage={shrinkage!r}: use 'auto' (Ledoit-Wolf) or a number in [0, 1]")
         self.shrinkage = shrinkage
 
     def solve(self, train: Features, val: Features | None, ctx: FitContext) -> FitResult:

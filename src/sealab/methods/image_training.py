@@ -29,20 +29,29 @@ from sealab.backbones.timm_backbone import TimmBackbone
 from sealab.features.extract import image_loader, resolve_workers
 from sealab.fileio import atomic_write_bytes
 from sealab.heads.linear import LinearHead
-from sealab.methods.base import FitContext, FitResult, HeadModule, ImageMethod
+from sealab.methods.base import (
+    METHOD,
+    OPTIMIZER_RULES,
+    FitContext,
+    FitResult,
+    HeadModule,
+    ImageMethod,
+    settings_of,
+)
+from sealab.rules import COUNT, WORKERS, component, integer, one_of, problem, text, validate
 
 PRECISIONS = ("auto", "32", "bf16-mixed", "16-mixed")
+PRECISION = one_of(*PRECISIONS, also=(32,))  # YAML reads `precision: 32` as a number
 CHECKPOINT_DIR = "checkpoints"
 LAST = "last.ckpt"
 
 
 def resolve_precision(precision: str | int, device: torch.device) -> str:
     """``auto``: bf16 mixed precision on a CUDA device that supports it, else full 32-bit."""
-    precision = str(precision)
-    if precision not in PRECISIONS:
-        raise ValueError(f"method.precision={precision!r}: choose one of {PRECISIONS}")
+    if (refused := problem("method.precision", precision, PRECISION)) is not None:
+        raise ValueError(refused)
     if precision != "auto":
-        return precision
+        return str(precision)
     return "bf16-mixed" if device.type == "cuda" and torch.cuda.is_bf16_supported() else "32"
 
 
@@ -245,17 +254,26 @@ class ImageTraining(ImageMethod):
     ``steps``, when set, replaces ``epochs`` (optimiser steps; with ``accumulate_grad_batches``
     = k each step sees k batches). ``checkpoint_every_n_steps``: null saves ``last.ckpt`` at the
     end of every epoch, N every N optimiser steps. ``resume_from``: see ``checkpoint_to_resume``.
+
+    Each setting is kept in the attribute of its name (``head``: the head's factory).
     """
+
+    RULES = {**ImageMethod.RULES, "head": component(), **OPTIMIZER_RULES, "epochs": COUNT,
+             "steps": integer(1, nullable=True), "batch_size": COUNT, "num_workers": WORKERS,
+             "precision": PRECISION, "accumulate_grad_batches": COUNT,
+             "checkpoint_every_n_steps": integer(1, nullable=True), "resume_from": text(nullable=True)}
 
     def __init__(self, name: str, head: Callable[..., LinearHead],
                  optimizer: Callable[..., torch.optim.Optimizer], epochs: int = 50,
                  steps: int | None = None, batch_size: int = 64, num_workers: int | str = 0,
                  precision: str = "auto", accumulate_grad_batches: int = 1,
                  checkpoint_every_n_steps: int | None = None, resume_from: str | None = None):
+        validate(type(self).__name__, ImageTraining.RULES, prefix=METHOD, name=name, head=head,
+                 optimizer=settings_of(optimizer), epochs=epochs, steps=steps, batch_size=batch_size,
+                 num_workers=num_workers, precision=precision, accumulate_grad_batches=accumulate_grad_batches,
+                 checkpoint_every_n_steps=checkpoint_every_n_steps, resume_from=resume_from)
         super().__init__(name)
-        if accumulate_grad_batches < 1:
-            raise ValueError(f"method.accumulate_grad_batches={accumulate_grad_batches}: use 1 or more")
-        self.head_factory, self.optimizer = head, optimizer
+        self.head, self.optimizer = head, optimizer
         self.epochs, self.steps, self.batch_size, self.num_workers = epochs, steps, batch_size, num_workers
         self.precision, self.accumulate_grad_batches = precision, accumulate_grad_batches
         self.checkpoint_every_n_steps, self.resume_from = checkpoint_every_n_steps, resume_from
@@ -264,11 +282,18 @@ class ImageTraining(ImageMethod):
     def build(self, train: Dataset, backbone: Backbone, ctx: FitContext) -> ImageModule: ...
 
     # What may change between a killed job and its resumption (where it saves, how it loads, how
-    # it computes); every other constructor setting must be the same.
+    # it computes); every other declared setting must be the same.
     RESUMABLE_CHANGES = ("checkpoint_every_n_steps", "resume_from", "num_workers", "precision")
 
+    @classmethod
+    def checkpoint_identity(cls) -> list[str]:
+        """The settings a checkpoint must match to be continued: the declared ones (``RULES``;
+        ``optimizer.lr`` counts as ``optimizer``) but those a resumption may change. Derived from
+        the declaration, never from ``vars(self)``: a helper attribute changes nothing."""
+        return sorted({key.partition(".")[0] for key in cls.RULES} - set(cls.RESUMABLE_CHANGES))
+
     def settings(self, train: Dataset, ctx: FitContext) -> dict[str, str]:
-        kept = {k: v for k, v in vars(self).items() if k not in self.RESUMABLE_CHANGES}
+        kept = {key: getattr(self, key) for key in self.checkpoint_identity()}
         return {k: repr(v) for k, v in {**kept, "seed": ctx.seed, "train_size": len(train)}.items()}
 
     def fit_images(self, train: Dataset, val: Dataset | None, backbone: Backbone,

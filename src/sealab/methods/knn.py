@@ -2,17 +2,14 @@
 
 from __future__ import annotations
 
-import logging
-
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from sealab.methods.base import Features, FitContext, FitResult
+from sealab.methods.base import METHOD, Features, FitContext, FitResult, Method
 from sealab.methods.closed_form import ClosedFormMethod
+from sealab.rules import COUNT, positive, validate
 from sealab.task import Task
-
-log = logging.getLogger(__name__)
 
 
 def topk_cosine(queries: torch.Tensor, bank: torch.Tensor, k: int,
@@ -61,19 +58,23 @@ class KNNScorer(nn.Module):
 class KNearestNeighbours(ClosedFormMethod):
     """``method=knn``: stores the training features; nothing is fitted or selected."""
 
+    # query_chunk, bank_chunk: queries and bank rows compared at once (memory, not numbers)
+    RULES = {**Method.RULES, "k": COUNT, "temperature": positive(), "query_chunk": COUNT, "bank_chunk": COUNT}
+
     def __init__(self, name: str, k: int = 20, temperature: float = 0.07, query_chunk: int = 1024,
                  bank_chunk: int = 16384):
+        validate(type(self).__name__, self.RULES, prefix=METHOD, name=name, k=k, temperature=temperature,
+                 query_chunk=query_chunk, bank_chunk=bank_chunk)
         super().__init__(name)
-        if k < 1 or temperature <= 0 or query_chunk < 1 or bank_chunk < 1:
-            raise ValueError(f"knn needs k, query_chunk, bank_chunk >= 1 and temperature > 0; got "
-                             f"k={k}, temperature={temperature}, query_chunk={query_chunk}, "
-                             f"bank_chunk={bank_chunk}")
         self.k, self.temperature = k, temperature
         self.query_chunk, self.bank_chunk = query_chunk, bank_chunk
 
     def solve(self, train: Features, val: Features | None, ctx: FitContext) -> FitResult:
         x, y = train
+        # Refused rather than clamped: with k above the training rows every query votes with the
+        # whole training set, so the numbers would be those of k = rows while metrics.json, the
+        # summary and wandb say k (a sweep over k would show equal results under different k).
         if self.k > len(x):
-            log.warning("knn: k=%d exceeds the %d training examples; every example votes", self.k, len(x))
-        return FitResult(KNNScorer(x, y, ctx.task, min(self.k, len(x)), self.temperature,
-                                   self.query_chunk, self.bank_chunk))
+            raise ValueError(f"method.k={self.k}: knn is fitted on {len(x)} rows, too few for {self.k} "
+                             f"neighbours; set method.k={len(x)} or lower")
+        return FitResult(KNNScorer(x, y, ctx.task, self.k, self.temperature, self.query_chunk, self.bank_chunk))

@@ -7,8 +7,9 @@ import logging
 import numpy as np
 import torch
 
-from sealab.methods.base import Features, FitContext, FitResult
+from sealab.methods.base import METHOD, Features, FitContext, FitResult, Method
 from sealab.methods.closed_form import ClosedFormMethod, LinearScorer
+from sealab.rules import BOOL, COUNT, number, one_of, positive, text, validate
 from sealab.task import Task
 
 log = logging.getLogger(__name__)
@@ -75,18 +76,23 @@ class LogisticRegression(ClosedFormMethod):
     ``weight_decay`` is required.
     """
 
+    # weight_decay null: selected on val; selection_metric null: the task's primary metric (the
+    # task checks the name: it depends on the dataset)
+    RULES = {**Method.RULES, "weight_decay": number(0, nullable=True), "grid_min": positive(),
+             "grid_max": positive(), "grid_size": COUNT, "selection_metric": text(nullable=True), "refit": BOOL,
+             "max_iter": COUNT, "tol": positive(), "history_size": COUNT, "dtype": one_of(*DTYPES)}
+
     def __init__(self, name: str, weight_decay: float | None = None, grid_min: float = 1e-6,
                  grid_max: float = 1e5, grid_size: int = 45, selection_metric: str | None = None,
                  refit: bool = True, max_iter: int = 100, tol: float = 1e-6, history_size: int = 20,
                  dtype: str = "float32"):
+        validate(type(self).__name__, self.RULES, prefix=METHOD, name=name, weight_decay=weight_decay,
+                 grid_min=grid_min, grid_max=grid_max, grid_size=grid_size, selection_metric=selection_metric,
+                 refit=refit, max_iter=max_iter, tol=tol, history_size=history_size, dtype=dtype)
+        if grid_min > grid_max:  # a relation between two settings, not a rule of one
+            raise ValueError(f"method.grid_min={grid_min} > method.grid_max={grid_max}: the grid runs "
+                             "from grid_min up to grid_max")
         super().__init__(name)
-        if dtype not in DTYPES:
-            raise ValueError(f"logreg dtype={dtype!r}: choose one of {list(DTYPES)}")
-        if weight_decay is not None and weight_decay < 0:
-            raise ValueError(f"logreg weight_decay must be >= 0 (or null to select it), got {weight_decay}")
-        if not 0 < grid_min <= grid_max or grid_size < 1:
-            raise ValueError(f"logreg grid needs 0 < grid_min <= grid_max and grid_size >= 1; got "
-                             f"{grid_min}, {grid_max}, {grid_size}")
         self.weight_decay, self.selection_metric, self.refit = weight_decay, selection_metric, refit
         self.grid = np.logspace(np.log10(grid_min), np.log10(grid_max), grid_size)
         self.solver = {"max_iter": max_iter, "tol": tol, "history_size": history_size}

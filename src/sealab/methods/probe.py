@@ -21,13 +21,17 @@ from sealab.features.batches import FeatureDataModule
 from sealab.features.ondisk import StreamedFeatures
 from sealab.heads.linear import LinearHead
 from sealab.methods.base import (
+    METHOD,
+    OPTIMIZER_RULES,
     Candidate,
     Features,
     FitContext,
     FitResult,
     HeadModule,
     Method,
+    settings_of,
 )
+from sealab.rules import BOOL, COUNT, component, mapping, validate
 
 GRID_PARTS = ("head", "optimizer", "augmenter")  # what a grid may vary; the data pass is shared
 
@@ -194,9 +198,16 @@ class LinearProbe(Method):
     whatever the number of training rows."""
 
     streams = True
+    # head, augmenter, scheduler: nodes with a _target_, checked by their classes' own rules.
+    RULES = {**Method.RULES, "head": component(), **OPTIMIZER_RULES, "scheduler": component(nullable=True),
+             "augmenter": component(nullable=True), "epochs": COUNT, "batch_size": COUNT, "drop_last": BOOL,
+             "grid": mapping(nullable=True)}
 
     def __init__(self, name: str, head: Any, optimizer: Any, augmenter: Any = None, scheduler: Any = None,
                  epochs: int = 100, batch_size: int = 256, drop_last: bool = False, grid: Mapping | None = None):
+        validate(type(self).__name__, self.RULES, prefix=METHOD, name=name, head=head,
+                 optimizer=settings_of(optimizer), augmenter=augmenter, scheduler=scheduler, epochs=epochs,
+                 batch_size=batch_size, drop_last=drop_last, grid=grid)
         super().__init__(name)
         self.specs = expand_grid(name, {"head": head, "optimizer": optimizer, "augmenter": augmenter}, grid)
         self.scheduler = _build(scheduler)
