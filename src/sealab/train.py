@@ -5,13 +5,15 @@ from __future__ import annotations
 import logging
 import warnings
 from pathlib import Path
-from typing import Any
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
+from sealab.interrupt import JobInterrupted, how_to_finish, stop_on_signals
+from sealab.sweep.objective import check_search_metric, objective
+from sealab.sweep.outcome import record_failure
 from sealab.sweep.resume import register_job_dir_resolver
 
 # The configs ship inside the package (conf/ in the repository, sealab/conf once installed; see
@@ -29,50 +31,41 @@ register_job_dir_resolver()
 warnings.filterwarnings("ignore", message=r"\s*'hydra/launcher/\w+' is validated against ConfigStore schema")
 
 
-def objective(record: dict[str, Any], name: str | None) -> float | None:
-    """The value a Hydra sweeper optimises: ``name`` (optimized_metric), by default the
-    validation twin of the primary metric, so that test data never drives a search. None when a
-    run has no validation split and no metric was named."""
-    metrics = record["metrics"]
-    if name is None:
-        name = record["primary_metric"].replace("test/", "val/", 1)
-        if name not in metrics:
-            return None
-    if name not in metrics:
-        choices = ", ".join(sorted(k for k in metrics if not k.startswith("test/")))
-        raise ValueError(f"optimized_metric={name!r} is not a metric of this run: choose one of {choices}")
-    return metrics[name]
-
-
-def _check_optimized_metric(name: str | None) -> None:
-    if name is not None and not name.startswith("val/"):
-        raise ValueError(f"optimized_metric={name!r}: a search may only read validation metrics "
-                         "(val/<metric>, e.g. val/top1); test metrics are for reporting")
-
-
 @hydra.main(version_base="1.3", config_path=f"pkg://{CONFIG_MODULE}", config_name="train")
 def main(cfg: DictConfig) -> float | None:
+    hydra_cfg = HydraConfig.get()
+    run_dir = Path(hydra_cfg.runtime.output_dir)
+    sweep_dir = Path(hydra_cfg.sweep.dir) if hydra_cfg.mode == RunMode.MULTIRUN else None
+    # SIGTERM / SIGINT end the job with failed.json and a non-zero exit (and end a sweep: the
+    # summary then lists this job as interrupted and those not started); a failure (an
+    # Exception) is recorded by the sweep callback, which Hydra calls with it.
+    with stop_on_signals(lambda: how_to_finish(run_dir, sweep_dir)):
+        try:
+            return _job(cfg, hydra_cfg, run_dir, sweep_dir)
+        except JobInterrupted as stop:
+            record_failure(run_dir, stop, cfg, hydra_cfg, status="interrupted")
+            raise
+
+
+def _job(cfg: DictConfig, hydra_cfg: DictConfig, run_dir: Path, sweep_dir: Path | None) -> float | None:
     # torch, Lightning and timm are imported only once a job runs: they take seconds, and
     # --help, --cfg, shell completion, a compose error and a resumed job need none of them.
     from sealab.sweep.launch import available_cores, threads_per_job
     from sealab.sweep.resume import config_hash, finished_record, keep_other_results, nothing_to_resume
 
-    _check_optimized_metric(cfg.optimized_metric)
-    hydra_cfg = HydraConfig.get()
-    multirun = hydra_cfg.mode == RunMode.MULTIRUN
+    check_search_metric(cfg.optimized_metric)
     digest = config_hash(cfg)
-    run_dir = Path(hydra_cfg.runtime.output_dir)
     record = None
     if cfg.resume:
-        record = finished_record(digest, Path(hydra_cfg.sweep.dir) if multirun else run_dir, run_dir)
+        record = finished_record(digest, sweep_dir or run_dir, run_dir)
         if record is not None:
             log.info("resume: this job's result is already in the sweep (config %s): not run again", digest)
         else:
             keep_other_results(cfg, digest, run_dir)  # says where this job writes instead, or refuses
-            if multirun and (warning := nothing_to_resume(list(hydra_cfg.overrides.hydra))):
+            if sweep_dir is not None and (warning := nothing_to_resume(list(hydra_cfg.overrides.hydra))):
                 log.warning(warning)
     if record is None:
-        if cfg.num_threads is None and multirun:
+        if cfg.num_threads is None and sweep_dir is not None:
             cfg.num_threads = threads_per_job(hydra_cfg.launcher, available_cores())
         from sealab.experiment import run
 

@@ -2,7 +2,7 @@
 
 import pytest
 
-from sealab.train import _check_optimized_metric, objective
+from sealab.sweep.objective import check_search_metric, objective
 
 RECORD = {"primary_metric": "test/mean_per_class",
           "metrics": {"val/top1": 0.7, "val/mean_per_class": 0.6, "test/top1": 0.9, "test/mean_per_class": 0.8}}
@@ -24,6 +24,6 @@ def test_an_unknown_metric_fails_with_the_ones_available():
 @pytest.mark.parametrize("name", ["test/top1", "top1"])
 def test_a_search_may_not_read_test_metrics(name):
     with pytest.raises(ValueError, match="only read validation metrics"):
-        _check_optimized_metric(name)
-    _check_optimized_metric("val/top1")
-    _check_optimized_metric(None)
+        check_search_metric(name)
+    check_search_metric("val/top1")
+    check_search_metric(None)

@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from sealab.sweep.outcome import FAILED, RESUMED, error_line
+from sealab.sweep.outcome import FAILED, RESUMED
 from sealab.sweep.summary import (
     collect,
     main,
@@ -176,16 +176,6 @@ def test_several_sweeps_merge_into_one_table(tmp_path, capsys):
     text = (tmp_path / "both" / "summary.md").read_text()
     assert "| sea | 92.00 ± 2.83 |  |" in text and "| linear |  | 70.00 |" in text
     assert text in capsys.readouterr().out
-
-
-def test_error_line_names_the_innermost_cause():
-    try:
-        try:
-            raise ValueError("first line\nlast line")
-        except ValueError as err:
-            raise RuntimeError("Error in call to target\nfull_key: method") from err
-    except RuntimeError as err:
-        assert error_line(err) == "ValueError: last line"
 
 
 def test_each_value_of_a_setting_that_changes_numbers_gets_its_own_row(tmp_path):

@@ -1,5 +1,6 @@
 """Hydra callback: every job leaves a record (metrics.json, or failed.json with its error), and
-every multirun ends with the results table, whatever failed."""
+every multirun ends with the results table, whatever failed, or, when no job could be composed,
+with which keys which jobs lack."""
 
 from __future__ import annotations
 
@@ -9,11 +10,14 @@ import os
 from pathlib import Path
 from typing import Any
 
+from hydra.core.global_hydra import GlobalHydra
 from hydra.core.utils import JobReturn, JobStatus
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
-from sealab.sweep.outcome import FAILED, write_failure
+from sealab.sweep.composition import composition_report
+from sealab.sweep.outcome import FAILED, record_failure
+from sealab.sweep.plan import planned_jobs, started_jobs
 
 log = logging.getLogger(__name__)
 
@@ -22,6 +26,8 @@ class SweepSummary(Callback):
     def __init__(self) -> None:
         self._sweep_dir: str | None = None  # set while a multirun's summary is still to be written
         self._logger_cfg: DictConfig | None = None  # wandb also gets the summary table
+        self._master: DictConfig | None = None  # the sweep's config (as in its multirun.yaml)
+        self._loader: Any = None  # Hydra's config loader (GlobalHydra is cleared before the exit hooks)
         self._pid: int | None = None
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
@@ -29,6 +35,8 @@ class SweepSummary(Callback):
         # on_multirun_end; the exit hook then writes the summary (the exit status stays non-zero).
         self._sweep_dir = str(config.hydra.sweep.dir)
         self._logger_cfg = config.get("logger")
+        self._master = config
+        self._loader = GlobalHydra.instance().config_loader() if GlobalHydra.instance().is_initialized() else None
         self._pid = os.getpid()  # the sweep's own process (jobs may run in others)
         atexit.register(self._summarize)
         # Imported now: at exit, pandas' first import fails (it starts a thread pool), as it
@@ -43,7 +51,7 @@ class SweepSummary(Callback):
         run_dir = Path(config.hydra.runtime.output_dir)
         if job_return.status == JobStatus.FAILED:
             # The error itself (the public return_value re-raises it and prints a second report).
-            write_failure(run_dir, job_return._return_value, config)
+            record_failure(run_dir, job_return._return_value, config)
         else:  # a re-run (resume=true) that succeeded: the earlier failure is history
             (run_dir / FAILED).unlink(missing_ok=True)
         if self._sweep_dir is not None and os.getpid() == self._pid:
@@ -56,6 +64,10 @@ class SweepSummary(Callback):
         if self._sweep_dir is None:
             return
         root, self._sweep_dir = self._sweep_dir, None
+        report = self._why_no_job_started(root)
+        if report is not None:  # not a table of jobs that were never meant to run alone
+            log.error(report)
+            return
         # Imported in a multirun only: Hydra instantiates this callback before every run and
         # sweep, and the summary pulls in pandas.
         from sealab.sweep.summary import main
@@ -67,3 +79,13 @@ class SweepSummary(Callback):
         from sealab.loggers import log_sweep_table
 
         log_sweep_table(self._logger_cfg, root)
+
+    def _why_no_job_started(self, root: str) -> str | None:
+        """When none of the sweep's jobs has a run dir: the jobs that cannot be composed (Hydra's
+        basic sweeper composes them all before it launches any) and how to run the others."""
+        if self._master is None or self._loader is None:
+            return None
+        jobs = planned_jobs(self._master, self._loader)
+        if not jobs or started_jobs(root) & {tuple(job) for job in jobs}:
+            return None
+        return composition_report(self._master, self._loader)
