@@ -3,12 +3,15 @@ compose with every method, overrides that would be ignored refused, loggers alwa
 
 from __future__ import annotations
 
+import errno
 import json
+import os
 from pathlib import Path
 
 import pytest
 import torch
 from helpers import CONF_DIR, compose_train, read_metrics, run_train
+from hydra.core.utils import JobReturn, JobStatus
 from hydra.utils import instantiate
 from omegaconf import open_dict
 
@@ -17,7 +20,9 @@ import sealab.loggers
 from sealab.checks import check_run_config
 from sealab.device import resolve_device, trainer_placement
 from sealab.experiment import run
+from sealab.fileio import WriteError
 from sealab.methods.base import ImageMethod, Method
+from sealab.sweep.callback import SweepSummary
 
 EXPERIMENTS = sorted(p.stem for p in CONF_DIR.glob("experiment/*.yaml"))
 METHODS = sorted(p.stem for p in CONF_DIR.glob("method/*.yaml"))
@@ -207,3 +212,40 @@ def test_fit_on_trainval_retrains_the_selected_head(tmp_path):
     chosen = record["grid"][1]["metrics"]
     assert record["metrics"]["val/top1"] == chosen["val/top1"]  # measured before val became training data
     assert record["metrics"]["test/top1"] > 0.9
+
+
+def test_an_optimised_metric_the_run_will_not_report_is_refused_before_any_data_is_extracted(tmp_path):
+    # Was refused only after training, leaving both metrics.json and failed.json.
+    with pytest.raises(ValueError, match=r"optimized_metric='val/bogus' is not a metric of this run \(MultiClass "
+                                         r"task\): choose one of val/top1, val/mean_per_class"):
+        run_in_process(tmp_path, "method=linear", "optimized_metric=val/bogus")
+    with pytest.raises(ValueError, match=r"optimized_metric='val/top1': with fit_on=trainval .* use fit_on=train"):
+        run_in_process(tmp_path, "method=linear", "optimized_metric=val/top1", "fit_on=trainval")
+    assert not (tmp_path / "cache").exists() and not (tmp_path / "run" / "metrics.json").exists()
+
+
+def test_a_full_disk_while_saving_the_classifier_names_the_file_and_the_fix_and_leaves_failed_json(
+        tmp_path, monkeypatch):
+    real_save = torch.save
+
+    def disk_full(obj, f, *args, **kwargs):
+        if hasattr(f, "write"):  # the classifier, written through a file object
+            f.write(b"PK\x03\x04")
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return real_save(obj, f, *args, **kwargs)
+
+    monkeypatch.setattr(torch, "save", disk_full)
+    cfg = compose_train([*FAST, "method=ncm"], output_dir=tmp_path / "run")
+    with open_dict(cfg):
+        cfg.paths.cache_dir = str(tmp_path / "cache")
+    with pytest.raises(WriteError) as raised:
+        run(cfg)
+    message = str(raised.value)
+    assert message.startswith(f"cannot write {tmp_path / 'run' / 'classifier.pt'}: No space left on device; ")
+    assert "free space there" in message and "paths.root_dir" in message
+    assert raised.value.errno == errno.ENOSPC  # still an OSError for code that handles one
+    assert sorted(p.name for p in (tmp_path / "run").iterdir()) == ["dataset.json"]  # no metrics, no temp file
+    # What Hydra hands the sweep callback for a job that raised it.
+    SweepSummary().on_job_end(cfg, JobReturn(status=JobStatus.FAILED, _return_value=raised.value))
+    failed = json.loads((tmp_path / "run" / "failed.json").read_text())
+    assert failed["error"] == f"WriteError: {message}" and failed["status"] == "failed"

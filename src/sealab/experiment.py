@@ -24,12 +24,13 @@ from sealab.distributed import broadcast_from_zero, is_rank_zero, launch, rank
 from sealab.features.extract import run_model
 from sealab.features.ondisk import StreamedFeatures, streams_training_split
 from sealab.features.store import CACHE_SETTINGS, SplitFeatures, load_split_features
-from sealab.fileio import atomic_write_bytes, atomic_write_json
+from sealab.fileio import atomic_torch_save, atomic_write_json
 from sealab.heads.normalize import FeatureNormalizer
 from sealab.job import choice, task_overrides
 from sealab.loggers import log_results, run_logger
 from sealab.methods.base import Features, FitContext, ImageMethod, Method
 from sealab.report import git_sha, print_metrics, write_metrics
+from sealab.sweep.objective import check_metric_of_task
 from sealab.task import Task
 
 log = logging.getLogger(__name__)
@@ -180,6 +181,9 @@ def run(cfg: DictConfig, config_hash: str | None = None) -> dict[str, Any]:
     if on_images and precomputed:
         raise ValueError(f"method={method.name} trains the backbone on images, but dataset "
                          f"{dataset.name} holds precomputed features: choose an image dataset")
+    # Known once the task is (multi-class or multi-label), refused before any training.
+    check_metric_of_task(cfg.optimized_metric, dataset.task,
+                         validated=cfg.fit_on == "train" or (bool(cfg.method.get("grid")) and not on_images))
     backbone = None if precomputed else instantiate(cfg.backbone)
     if precomputed:  # no backbone runs: the features name their own (dataset.backbone)
         with open_dict(cfg):
@@ -214,7 +218,7 @@ def run(cfg: DictConfig, config_hash: str | None = None) -> dict[str, Any]:
 
     # Record
     if cfg.save_classifier:
-        atomic_write_bytes(run_dir / "classifier.pt", lambda p: torch.save(fitted.classifier.state_dict(), p))
+        atomic_torch_save(run_dir / "classifier.pt", fitted.classifier.state_dict())
     record = {
         "dataset": dataset.name,
         "backbone": choice("backbone", cfg),
