@@ -1,10 +1,15 @@
 """sealab-train end to end, as a user runs it (subprocess, offline)."""
 
+import json
+import os
+import signal
 import subprocess
 import sys
+import time
 
+import pandas as pd
 import torch
-from helpers import metrics_files, read_metrics, run_train
+from helpers import QUIET, metrics_files, read_metrics, run_train
 
 RECORD_FIELDS = {"dataset", "backbone", "method", "seed", "metrics", "primary_metric", "fit_seconds",
                  "extract_seconds", "cache_hit", "git_sha", "config"}
@@ -82,3 +87,58 @@ def test_wandb_logger_runs_offline(tmp_path):
     (metrics,) = metrics_files(tmp_path / "outputs")
     offline_runs = list(metrics.parent.glob("wandb/offline-run-*"))
     assert len(offline_runs) == 1 and any(offline_runs[0].glob("*.wandb"))
+
+
+def train_process(root, *overrides, multirun=False) -> subprocess.Popen:
+    env = {**os.environ, "SEALAB_ROOT": str(root), "WANDB_MODE": "offline"}
+    return subprocess.Popen([sys.executable, "-m", "sealab.train", *(["-m"] if multirun else []), *overrides, *QUIET],
+                            cwd=root, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def test_a_missing_features_file_fails_with_the_key_at_fault_and_the_traceback_in_the_log(tmp_path):
+    for split in ("train", "test"):
+        torch.save({"features": torch.randn(40, 8), "labels": torch.arange(40) % 4}, tmp_path / f"{split}.pt")
+    proc = train_process(tmp_path, "dataset=features", f"dataset.train_features={tmp_path}/train.pt",
+                         f"dataset.test_features={tmp_path}/test.pt", f"dataset.val_features={tmp_path}/val.pt",
+                         "method=linear", f"hydra.run.dir={tmp_path}/run")
+    output = proc.communicate(timeout=600)[0]
+    assert proc.returncode == 1, output[-3000:]
+    failed = json.loads((tmp_path / "run" / "failed.json").read_text())
+    # sealab's own error, naming the key and the file, not Hydra's wrapper around it.
+    assert failed["error"] == (f"FileNotFoundError: dataset.val_features={tmp_path}/val.pt: file not found. "
+                               f"Point dataset.val_features at an existing .pt/.pth/.npy/.npz file.")
+    assert (failed["dataset"], failed["backbone"], failed["status"]) == ("features", "precomputed", "failed")
+    log = (tmp_path / "run" / "train.log").read_text()
+    assert "Traceback (most recent call last)" in log and "feature_files.py" in log  # where it was raised
+    assert "InstantiationException" in log
+
+
+def test_sigterm_during_training_stops_the_sweep_with_failed_json_and_lists_the_job_not_started(tmp_path):
+    sweep = tmp_path / "sweep"
+    proc = train_process(tmp_path, "method=finetune", "backbone=resnet10t_random_init", "seed=0,1",
+                         "method.epochs=50", "method.checkpoint_every_n_steps=1", f"hydra.sweep.dir={sweep}",
+                         multirun=True)
+    deadline = time.monotonic() + 600  # the first checkpoint: training has started
+    while not (checkpoints := list(sweep.glob("0_*/checkpoints/last.ckpt"))):
+        assert proc.poll() is None, proc.stdout.read()[-3000:]
+        assert time.monotonic() < deadline, "no checkpoint was written"
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGTERM)  # what SLURM sends to pre-empt a job
+    output = proc.communicate(timeout=300)[0]
+    assert proc.returncode == 128 + signal.SIGTERM, output[-3000:]  # was 0, with nothing written
+    (checkpoint,) = checkpoints
+    job = checkpoint.parents[1]
+    failed = json.loads((job / "failed.json").read_text())
+    assert failed["status"] == "interrupted" and failed["seed"] == 0
+    assert failed["error"].startswith("JobInterrupted: interrupted by SIGTERM (a scheduler such as SLURM")
+    assert failed["error"].endswith(f"start the same command again with hydra.sweep.dir={sweep} resume=true: the "
+                                    f"finished jobs are skipped and this one continues from its last checkpoint "
+                                    f"({checkpoint}).")
+    assert checkpoint.is_file() and not (job / "metrics.json").exists()
+    log = (job / "train.log").read_text()
+    assert "Traceback (most recent call last)" in log and "sealab.interrupt.JobInterrupted" in log
+    runs = pd.read_csv(sweep / "runs.csv")
+    assert list(runs["status"]) == ["interrupted", "not started"] and list(runs["seed"]) == [0, 1]
+    summary = (sweep / "summary.md").read_text()
+    assert summary.startswith("No job finished.") and "2 job(s) without a result" in summary
+    assert "| job 1 | method=finetune backbone=resnet10t_random_init seed=1 " in summary

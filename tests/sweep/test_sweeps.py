@@ -113,3 +113,18 @@ def test_optuna_search_maximises_the_validation_metric_and_never_sees_test(tmp_p
     assert {f"{k}={v}" for k, v in best.best_params.items()} <= set(winner["overrides"])
     searched = {r["config"]["method"]["augmenter"]["eta"] for r in records}
     assert len(searched) == 3 and all(0.02 <= eta <= 1.0 for eta in searched)
+
+
+def test_a_sweep_whose_methods_lack_a_key_says_which_and_how_to_run_them_and_reports_no_empty_folder(tmp_path):
+    sweep = tmp_path / "sweep"
+    proc = start_sweep(tmp_path, "method=linear,sea,logreg", "method.epochs=5", f"hydra.sweep.dir={sweep}")
+    output = proc.communicate(timeout=300)[0]
+    assert proc.returncode != 0
+    # Hydra composes every job before it runs any: none ran; sealab says why and what to run.
+    assert "This sweep ran no job: Hydra's basic sweeper composes every job before it starts any, and 1 of its 3 " \
+           "jobs cannot be composed." in output
+    assert "method.epochs is not a key of method=logreg (it is of method=linear, method=sea)." in output
+    assert "sealab-train -m method=linear,sea method.epochs=5 trainer.enable_progress_bar=false" in output
+    assert "sealab-train -m method=logreg trainer.enable_progress_bar=false" in output
+    assert "no metrics.json" not in output and "sealab run or sweep folder" not in output
+    assert not (sweep / "summary.md").exists() and not metrics_files(sweep)

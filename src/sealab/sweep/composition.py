@@ -103,7 +103,8 @@ def composition_report(master: DictConfig, config_loader: Any) -> str | None:
         if err is None:
             sets.setdefault(frozenset(keys), []).append(job)
     if any(sets):  # Hydra has no override that applies to some config-group choices only
-        lines.append("Set a key only for the jobs that have it, with one sweep each, e.g.:")
+        lines.append("Set a key only for the jobs that have it, with one sweep each (your hydra.* settings "
+                     "too, each sweep into its own folder), e.g.:")
         lines += [f"  {_command(master, group, keys, swept)}" for keys, group in sets.items()]
         lines.append("then one table of them all: sealab-summary <sweep dir> <sweep dir> ... --out <folder>")
     return "\n".join(lines)
