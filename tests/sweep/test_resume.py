@@ -12,7 +12,7 @@ from helpers import compose_train, run_train
 from omegaconf import OmegaConf
 
 from sealab.settings import changes_numbers, flatten
-from sealab.sweep.numbers import numbers_config
+from sealab.sweep.numbers import differences, numbers_config, recorded_numbers
 from sealab.sweep.outcome import FAILED, RESUMED
 from sealab.sweep.resume import config_hash, finished_record, keep_other_results, nothing_to_resume
 
@@ -183,3 +183,13 @@ def test_a_resumed_sweep_into_another_sweeps_folder_keeps_that_sweeps_results(tm
     summary = (tmp_path / "sweep" / "summary.md").read_text()
     assert "| linear (method.epochs=3) | 25.00 ± 0.00 |" in summary
     assert "| linear (method.epochs=4) |" in summary
+
+
+def test_a_records_paths_read_as_placeholders_whole_components_only():
+    config = {"paths": {"root_dir": "/r", "data_dir": "/r/data/"}, "seed": 1, "logger": {"save_dir": "/r/x"},
+              "dataset": {"root": "/r/data/dtd", "file": "/r/datafile", "other": "/rx", "same": "/r/data"}}
+    assert recorded_numbers(config) == {"seed": 1, "dataset.root": "<paths.data_dir>/dtd",
+                                        "dataset.file": "<paths.root_dir>/datafile", "dataset.other": "/rx",
+                                        "dataset.same": "<paths.data_dir>"}
+    assert differences({"a": 1, "b": [1, 2], "c": "x"}, {"a": 1, "b": [1, 3], "d": True}) == [
+        "b: [1, 2] -> [1, 3]", "c: x -> null", "d: null -> true"]
