@@ -62,3 +62,31 @@ def test_the_batches_do_not_depend_on_the_number_of_workers(workers):
     loader = torch.utils.data.DataLoader(data, batch_sampler=torch.utils.data.BatchSampler(sampler, 3, False),
                                          num_workers=workers)
     assert torch.equal(torch.cat([images for images, _ in loader]), expected)
+
+
+@pytest.mark.parametrize("method", ["finetune", "linear_aug"])
+def test_a_checkpoints_identity_is_the_declared_settings_not_the_objects_attributes(method, tmp_path):
+    """What a checkpoint must match to be continued: every declared setting that changes the
+    numbers (and the seed and train size), whatever else the object holds."""
+    from helpers import compose_train, fit_context
+    from hydra.utils import instantiate
+
+    def identity(*overrides, extra=None):
+        built = instantiate(compose_train([f"method={method}", *overrides], tmp_path).method)
+        if extra:
+            setattr(built, *extra)  # e.g. a cache a later version keeps on the method
+        return built.settings(range(10), fit_context(3))
+
+    base = identity()
+    kind = type(instantiate(compose_train([f"method={method}"], tmp_path).method))
+    assert base.keys() == {*kind.checkpoint_identity(), "seed", "train_size"}
+    assert {"name", "head", "optimizer", "epochs", "steps", "batch_size", "accumulate_grad_batches"} <= base.keys()
+    assert not base.keys() & set(kind.RESUMABLE_CHANGES)
+    assert identity(extra=("helper_cache", object())) == base
+    for resumable in ("method.num_workers=2", "method.checkpoint_every_n_steps=5", "method.precision=32"):
+        assert identity(resumable) == base, resumable
+    for changed, key in [("method.epochs=7", "epochs"), ("method.optimizer.lr=0.123", "optimizer"),
+                         ("method.head.lamda=0.5", "head"), ("method.accumulate_grad_batches=2",
+                                                            "accumulate_grad_batches")]:
+        other = identity(changed)
+        assert {k for k in base if other[k] != base[k]} == {key}, changed

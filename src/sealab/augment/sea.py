@@ -94,10 +94,10 @@ class SameClassSeA(SeA):
     An example with no such partner in the batch stays unaugmented."""
 
     def __init__(self, eta: float = 0.8, alpha: float = 0.01, mode: str = "clean"):
+        super().__init__(eta, alpha, mode)
         if mode != "clean":
             raise ValueError(f"same-class SeA has no mode={mode!r} (the reference code has no such "
                              "variant): use mode=clean")
-        super().__init__(eta, alpha, mode)
 
     def partners(self, y, head):
         same = head.task.shares_a_class(y)
