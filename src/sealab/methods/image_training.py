@@ -40,8 +40,8 @@ from sealab.methods.base import (
 )
 from sealab.rules import COUNT, WORKERS, component, integer, one_of, problem, text, validate
 
-PRECISIONS = ("auto", "32", "bf16-mixed", "16-mixed")
-PRECISION = one_of(*PRECISIONS, also=(32,))  # YAML reads `precision: 32` as a number
+# Lightning's precisions (auto: see resolve_precision); YAML reads `precision: 32` as a number.
+PRECISION = one_of("auto", "32", "bf16-mixed", "16-mixed", also=(32,))
 CHECKPOINT_DIR = "checkpoints"
 LAST = "last.ckpt"
 

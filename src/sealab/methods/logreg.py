@@ -13,7 +13,6 @@ from sealab.rules import BOOL, COUNT, number, one_of, positive, text, validate
 from sealab.task import Task
 
 log = logging.getLogger(__name__)
-DTYPES = {"float32": torch.float32, "float64": torch.float64}
 Solution = tuple[torch.Tensor, torch.Tensor]
 
 
@@ -76,6 +75,7 @@ class LogisticRegression(ClosedFormMethod):
     ``weight_decay`` is required.
     """
 
+    DTYPES = {"float32": torch.float32, "float64": torch.float64}  # what the solver computes in
     # weight_decay null: selected on val; selection_metric null: the task's primary metric (the
     # task checks the name: it depends on the dataset)
     RULES = {**Method.RULES, "weight_decay": number(0, nullable=True), "grid_min": positive(),
@@ -96,7 +96,7 @@ class LogisticRegression(ClosedFormMethod):
         self.weight_decay, self.selection_metric, self.refit = weight_decay, selection_metric, refit
         self.grid = np.logspace(np.log10(grid_min), np.log10(grid_max), grid_size)
         self.solver = {"max_iter": max_iter, "tol": tol, "history_size": history_size}
-        self.dtype = DTYPES[dtype]
+        self.dtype = self.DTYPES[dtype]
 
     def _problem(self, data: Features, ctx: FitContext) -> LogisticProblem:
         return LogisticProblem(data[0].to(self.dtype), data[1], ctx.task)
