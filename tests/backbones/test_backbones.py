@@ -74,6 +74,10 @@ def test_checkpoint_keys_are_remapped(tmp_path):
     for key, value in source.state_dict().items():
         assert torch.equal(backbone.model.state_dict()[key], value), key
     assert backbone.identity()["weights"]["sha256"]
+    # a Path (from Python) is read as its text, as the config's string is
+    as_path = tiny_timm(checkpoint=tmp_path / "moco.pth", checkpoint_key="state_dict",
+                        key_map={"module.encoder_q.": ""}, drop_prefixes=["module.encoder_q.fc."])
+    assert as_path.identity() == backbone.identity()
 
 
 def test_checkpoint_with_wrong_prefix_fails_clearly(tmp_path):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -79,7 +80,7 @@ class TimmBackbone(Backbone):
         self,
         model_name: str,
         pretrained: bool = True,
-        checkpoint: str | None = None,
+        checkpoint: str | os.PathLike | None = None,
         checkpoint_key: str | None = None,
         key_map: dict[str, str] | None = None,
         drop_prefixes: list[str] | None = None,
@@ -91,6 +92,7 @@ class TimmBackbone(Backbone):
         init_seed: int = 0,
         name: str | None = None,
     ):
+        checkpoint = os.fspath(checkpoint) if isinstance(checkpoint, os.PathLike) else checkpoint  # Python callers
         validate(type(self).__name__, self.RULES, prefix=BACKBONE, model_name=model_name, pretrained=pretrained,
                  checkpoint=checkpoint, checkpoint_key=checkpoint_key, key_map=key_map,
                  drop_prefixes=drop_prefixes, img_size=img_size, preprocessing=preprocessing, features=features,
