@@ -11,6 +11,7 @@ owns by building it. Imports neither torch nor Lightning.
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -42,8 +43,8 @@ class Rule:
             return isinstance(value, bool)
         if self.kind == "str":
             return isinstance(value, str) and value in self.choices
-        if self.kind == "text":
-            return isinstance(value, str)
+        if self.kind == "text":  # a path given from Python is text in a config
+            return isinstance(value, (str, os.PathLike))
         if self.kind == "list":
             return isinstance(value, (list, tuple)) or _is_omegaconf(value, "ListConfig")
         if self.kind == "mapping":

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from typing import Any
@@ -11,7 +10,7 @@ import torch
 from torch.utils.data import ConcatDataset, Dataset
 
 from sealab.metrics import TOP1
-from sealab.rules import BOOL, Rule, integer, number, text, violations
+from sealab.rules import BOOL, Rule, integer, number, text, validate
 from sealab.settings import rule
 from sealab.task import Task, make_task
 
@@ -27,11 +26,8 @@ PARTITION = integer(1, 10)  # DTD's and SUN397's ten official partitions
 
 def check_settings(dataset: str, rules: Mapping[str, Rule], **values: Any) -> None:
     """``sealab.rules.validate`` for a dataset's constructor, naming each key as the command line
-    does (``dataset.val_fraction='abc': must be ...``). A path given as a ``Path`` is read as its text."""
-    values = {key: os.fspath(v) if isinstance(v, os.PathLike) else v for key, v in values.items()}
-    problems = violations(rules, values, prefix="dataset.")
-    if problems:
-        raise ValueError(f"dataset {dataset!r}: " + "; ".join(problems))
+    does (``dataset 'cifar10': dataset.val_fraction='abc': must be ...``)."""
+    validate(f"dataset {dataset!r}", rules, prefix="dataset.", **values)
 
 
 def check_several_classes(dataset: str, train_targets: torch.Tensor, where: str) -> None:
