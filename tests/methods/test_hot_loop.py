@@ -1,0 +1,127 @@
+"""The probe's training loop against a plain reference loop, written here independently of
+sealab's loop, augmenters and losses: the same initialisation, the same epoch orders (a
+``randperm`` seeded with ``seed + epoch``), the same updates, so the weights agree to rounding
+for linear, clean SeA, faithful SeA and every head of a grid."""
+
+from __future__ import annotations
+
+import lightning as L
+import pytest
+import torch
+import torch.nn.functional as F
+from helpers import fit_context
+from omegaconf import OmegaConf
+
+from sealab.heads.linear import LinearHead
+from sealab.methods.probe import LinearProbe
+from sealab.task import MultiClass
+
+N, D, C, BATCH, EPOCHS, SEED = 150, 12, 4, 32, 4, 0  # 150 = 4 x 32 + 22: a short last batch
+LAMDA, DELTA, ALPHA = 0.1, 0.1, 0.1
+SGD = {"lr": 0.8, "momentum": 0.9, "weight_decay": 1e-4}
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def blobs():
+    gen = torch.Generator().manual_seed(5)
+    means = torch.randn(C, D, generator=gen)
+    y = torch.arange(N) % C
+    return F.normalize(means[y] + 1.2 * torch.randn(N, D, generator=gen), dim=1), y
+
+
+def loss_of(x, y, weight, lamda=LAMDA, delta=DELTA, reduction="mean"):
+    """The head's loss written out: lamda * CE((x W^T - delta * onehot) / lamda, y)."""
+    logits = x @ weight.T - delta * F.one_hot(y, C).to(x.dtype)
+    return lamda * F.cross_entropy(logits / lamda, y, reduction=reduction)
+
+
+def input_gradient(x, y, weight, reduction):
+    with torch.enable_grad():
+        x = x.clone().requires_grad_(True)
+        (grad,) = torch.autograd.grad(loss_of(x, y, weight.detach(), reduction=reduction), x)
+    return grad
+
+
+def clean_sea(x, y, weight, eta):
+    """SeA as the paper states it, in feature space: exact unit gradients, softmax over j != i."""
+    if len(x) < 2:
+        return x
+    grad = input_gradient(x, y, weight, "sum")
+    unit = grad / grad.norm(dim=1, keepdim=True)
+    scores = (unit @ x.T / ALPHA).fill_diagonal_(float("-inf"))
+    direction = F.normalize(torch.softmax(scores, dim=1) @ x, dim=1)
+    return F.normalize(x + eta * direction, dim=1)
+
+
+def published_sea(x, y, weight, eta):
+    """The reference code's step: batch-mean gradient, eps-normalised, softmax over all j, the
+    diagonal zeroed and the rows renormalised."""
+    unit = F.normalize(input_gradient(x, y, weight, "mean"), dim=1)
+    q = torch.softmax(unit @ x.T / ALPHA, dim=1)
+    q = q - torch.diag(torch.diag(q))
+    q = q / q.sum(dim=1, keepdim=True)
+    return F.normalize(x + eta * F.normalize(q @ x, dim=1), dim=1)
+
+
+AUGMENT = {"linear": None, "clean": clean_sea, "faithful": published_sea}
+
+
+def reference_loop(x, y, augment=None, eta=0.0, lr=SGD["lr"]):
+    """Plain SGD over seeded epoch permutations, the augmentation a constant of each step."""
+    L.seed_everything(SEED, verbose=False)
+    weight = LinearHead(D, MultiClass(C)).weight.detach().clone().requires_grad_(True)
+    optimizer = torch.optim.SGD([weight], **{**SGD, "lr": lr})
+    for epoch in range(EPOCHS):
+        order = torch.randperm(N, generator=torch.Generator().manual_seed(SEED + epoch))
+        for start in range(0, N, BATCH):
+            xb, yb = x[order[start:start + BATCH]], y[order[start:start + BATCH]]
+            if augment is not None:
+                with torch.no_grad():
+                    xb = augment(xb, yb, weight.detach(), eta)
+            optimizer.zero_grad()
+            loss_of(xb, yb, weight).backward()
+            optimizer.step()
+    return weight.detach()
+
+
+def probe(mode="linear", eta=0.3, grid=None):
+    """The probe as a config builds it (config nodes, which a grid needs)."""
+    augmenter = None if mode == "linear" else {"_target_": "sealab.augment.sea.SeA", "eta": eta,
+                                               "alpha": ALPHA, "mode": mode}
+    cfg = OmegaConf.create({
+        "head": {"_target_": "sealab.heads.linear.LinearHead", "_partial_": True, "lamda": LAMDA, "delta": DELTA},
+        "optimizer": {"_target_": "torch.optim.SGD", "_partial_": True, **SGD}, "augmenter": augmenter})
+    return LinearProbe(mode, head=cfg.head, optimizer=cfg.optimizer, augmenter=cfg.augmenter,
+                       epochs=EPOCHS, batch_size=BATCH, grid=grid)
+
+
+def fit(method):
+    L.seed_everything(SEED, verbose=False)
+    return method.fit(blobs(), None, fit_context(C, seed=SEED))
+
+
+@pytest.mark.parametrize("mode", sorted(AUGMENT))
+def test_the_probe_trains_as_the_reference_loop(mode):
+    x, y = blobs()
+    weight = fit(probe(mode)).scorer.weight
+    reference = reference_loop(x, y, AUGMENT[mode], eta=0.3)
+    assert not torch.equal(reference, reference_loop(x, y, eta=0.3)) or mode == "linear"  # SeA moves it
+    torch.testing.assert_close(weight, reference, rtol=1e-4, atol=2e-5)
+
+
+def test_every_head_of_a_grid_trains_as_its_reference_loop():
+    x, y = blobs()
+    grid = {"augmenter.eta": [0.1, 0.5], "optimizer.lr": [0.4, 0.8]}
+    result = fit(probe("clean", grid=grid))
+    assert len(result.candidates) == 4
+    for candidate in result.candidates:
+        values = candidate.values
+        reference = reference_loop(x, y, clean_sea, eta=values["augmenter.eta"], lr=values["optimizer.lr"])
+        torch.testing.assert_close(candidate.scorer.weight, reference, rtol=1e-4, atol=2e-5, msg=str(values))
