@@ -30,6 +30,7 @@ KEYS = [*COMPONENTS, "seed"]
 Roots = Iterable[str | Path]
 # What --select reports where a method's variants have no validation score to choose on.
 NOT_SELECTED = "not selected: no val score"
+NO_JOB = "No job finished.\n"  # the table of a sweep where every job failed
 
 
 def _row(record: dict, path: Path, overrides: list[str], metrics: dict[str, float],
@@ -140,21 +141,39 @@ def results_table(runs: pd.DataFrame, columns_by: tuple[str, ...] = ()) -> pd.Da
     return table
 
 
-def select_on_validation(runs: pd.DataFrame) -> pd.DataFrame:
+def chosen_variants(runs: pd.DataFrame) -> pd.DataFrame:
     """Per method and dataset/backbone, the variant with the best mean validation score (e.g.
-    SeA's eta), reported by its test score, mean +- std over its n seeds: test data never picks
-    the variant. A method with one variant needs no choice; one whose variants have no validation
-    score (``fit_on=trainval`` keeps no val split) cannot be chosen: its cell says so."""
+    SeA's eta), with its test score's mean, std and n over seeds: test data never picks the
+    variant. A method with one variant needs no choice; one whose variants have no validation
+    score (``fit_on=trainval`` keeps no val split) cannot be chosen: its ``variant`` is None."""
     stats = runs.groupby(["method", "variant", "dataset", "backbone"], dropna=False).agg(
         val=("val_primary", "mean"), mean=("primary", "mean"), std=("primary", "std"), n=("primary", "count"))
-    cells = []
+    chosen = []
     for (method, dataset, backbone), group in stats.reset_index().groupby(["method", "dataset", "backbone"]):
         scored = group.dropna(subset=["val"])
         best = group.iloc[0] if len(group) == 1 else scored.loc[scored["val"].idxmax()] if len(scored) else None
-        cell = NOT_SELECTED if best is None else (
-            f"{_mean_std(best['mean'], best['std'], best['n'])} (n={best['n']}"
-            + (f"; {best['variant']})" if best["variant"] else ")"))
-        cells.append({"method": method, "column": f"{dataset}/{backbone}", "cell": cell})
+        chosen.append({"method": method, "dataset": dataset, "backbone": backbone,
+                       **({"variant": None} if best is None else best[["variant", "mean", "std", "n"]].to_dict())})
+    columns = ["method", "dataset", "backbone", "variant", "mean", "std", "n"]
+    return pd.DataFrame(chosen, columns=columns).astype({"variant": object, "n": "Int64"})
+
+
+def selected_runs(runs: pd.DataFrame) -> pd.DataFrame:
+    """The runs of each method's variant chosen on validation (``chosen_variants``), one per seed;
+    cells whose variant cannot be chosen are left out."""
+    keys = ["method", "dataset", "backbone", "variant"]
+    chosen = chosen_variants(runs).dropna(subset=["variant"])[keys]
+    return runs.merge(chosen, on=keys)
+
+
+def select_on_validation(runs: pd.DataFrame) -> pd.DataFrame:
+    """Per method and dataset/backbone, the test score of the variant chosen on validation
+    (``chosen_variants``), mean +- std over its n seeds; a cell whose variant cannot be chosen
+    says so."""
+    cells = [{"method": c.method, "column": f"{c.dataset}/{c.backbone}",
+              "cell": NOT_SELECTED if pd.isna(c.variant) else (
+                  f"{_mean_std(c.mean, c.std, c.n)} (n={c.n}" + (f"; {c.variant})" if c.variant else ")"))}
+             for c in chosen_variants(runs).itertuples()]
     table = pd.DataFrame(cells).pivot(index="method", columns="column", values="cell")
     table.columns.name = None
     return table
@@ -196,7 +215,7 @@ def summarize(roots: str | Path | Roots, out: str | Path | None = None, select: 
     table = pd.DataFrame()
     if len(runs):
         table = select_on_validation(runs) if select else results_table(runs, columns_by)
-    markdown = to_markdown(table) if len(runs) else "No job finished.\n"
+    markdown = to_markdown(table) if len(runs) else NO_JOB
     if select and table.isin([NOT_SELECTED]).to_numpy().any():
         markdown += (f"\n{NOT_SELECTED}: these runs have no validation metric to choose a variant on "
                      "(fit_on=trainval refits on train+val). Select with fit_on=train, then refit the "
@@ -221,11 +240,17 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("roots", nargs="+", metavar="DIR",
                         help="sweep folders (or any folders above sealab run dirs), merged into one table")
     parser.add_argument("--out", metavar="DIR",
-                        help="where runs.csv and summary.md go (default: the one DIR; required with several)")
+                        help="where runs.csv, summary.md and the report go (default: the one DIR; required with "
+                             "several)")
     parser.add_argument("--select", action="store_true",
                         help="one row per method: the variant with the best validation score (into selected.md)")
     parser.add_argument("--columns-by", nargs="+", default=(), metavar="KEY",
                         help="settings whose values become columns, e.g. norm")
+    parser.add_argument("--report", action="store_true",
+                        help="also the paper's table: report.md, report.tex, report.csv and figures (PNG, PDF), "
+                             "one block per backbone, each method's variant chosen on validation")
+    parser.add_argument("--baseline", default="linear", metavar="METHOD",
+                        help="the method the report's differences are taken from (default: linear)")
     args = parser.parse_args(argv)
     if len(args.roots) > 1 and args.out is None:
         parser.error("several DIRs are merged into one table: name its folder with --out DIR")
@@ -234,6 +259,12 @@ def main(argv: list[str] | None = None) -> None:
     print(f"\nResults (primary test metric, %), also in {out / table_file(args.select)}; "
           f"every row in {out / 'runs.csv'}:")
     print(markdown, end="")
+    if args.report and not markdown.startswith(NO_JOB):
+        from sealab.sweep.report import write_report  # scipy and matplotlib only for the report
+
+        report, written = write_report(collect(*args.roots), out, args.baseline)
+        print(f"\nReport in {', '.join(p.name for p in written)} ({out}):")
+        print("\n".join(f"- {backbone}: {report.headline(backbone)}" for backbone in report.backbones))
 
 
 if __name__ == "__main__":
