@@ -111,6 +111,22 @@ def test_a_missing_features_file_fails_with_the_key_at_fault_and_the_traceback_i
     log = (tmp_path / "run" / "train.log").read_text()
     assert "Traceback (most recent call last)" in log and "feature_files.py" in log  # where it was raised
     assert "InstantiationException" in log
+    # The console: the message alone, and where the traceback is.
+    assert "Traceback" not in output and f"dataset.val_features={tmp_path}/val.pt: file not found" in output
+    assert f"(the traceback is in {tmp_path}/run/train.log)" in output
+
+
+def test_a_config_error_prints_its_message_without_a_traceback_unless_asked(tmp_path):
+    proc = train_process(tmp_path, "method.epochs=0", f"hydra.run.dir={tmp_path}/run")
+    output = proc.communicate(timeout=600)[0]
+    assert proc.returncode == 1, output[-3000:]
+    assert "method.epochs=0: must be an integer >= 1" in output and "Traceback" not in output
+    assert "Traceback (most recent call last)" in (tmp_path / "run" / "train.log").read_text()
+    full = subprocess.run([sys.executable, "-m", "sealab.train", "method.epochs=0", f"hydra.run.dir={tmp_path}/run2"],
+                          capture_output=True, text=True, cwd=tmp_path,
+                          env={**os.environ, "SEALAB_ROOT": str(tmp_path), "HYDRA_FULL_ERROR": "1"})
+    assert full.returncode == 1 and "Traceback (most recent call last)" in full.stderr
+    assert "check_run_config" in full.stderr  # where sealab raised it
 
 
 def test_sigterm_during_training_stops_the_sweep_with_failed_json_and_lists_the_job_not_started(tmp_path):

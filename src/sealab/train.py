@@ -11,6 +11,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
+from sealab.console import as_user_error
 from sealab.interrupt import JobInterrupted, how_to_finish, stop_on_signals
 from sealab.sweep.objective import check_search_metric, objective
 from sealab.sweep.outcome import record_failure
@@ -38,13 +39,19 @@ def main(cfg: DictConfig) -> float | None:
     sweep_dir = Path(hydra_cfg.sweep.dir) if hydra_cfg.mode == RunMode.MULTIRUN else None
     # SIGTERM / SIGINT end the job with failed.json and a non-zero exit (and end a sweep: the
     # summary then lists this job as interrupted and those not started); a failure (an
-    # Exception) is recorded by the sweep callback, which Hydra calls with it.
+    # Exception) is recorded by the sweep callback, which Hydra calls with it, the traceback in
+    # the job's log. An error sealab wrote for the user reaches the console as its message alone.
     with stop_on_signals(lambda: how_to_finish(run_dir, sweep_dir)):
         try:
             return _job(cfg, hydra_cfg, run_dir, sweep_dir)
         except JobInterrupted as stop:
             record_failure(run_dir, stop, cfg, hydra_cfg, status="interrupted")
             raise
+        except Exception as err:
+            clean = as_user_error(err, run_dir / f"{hydra_cfg.job.name}.log")
+            if clean is None:
+                raise
+            raise clean from err
 
 
 def _job(cfg: DictConfig, hydra_cfg: DictConfig, run_dir: Path, sweep_dir: Path | None) -> float | None:

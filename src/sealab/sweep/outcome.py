@@ -13,6 +13,7 @@ from typing import Any
 from hydra.errors import InstantiationException
 from omegaconf import DictConfig, OmegaConf
 
+from sealab.console import UserError
 from sealab.fileio import atomic_write_json
 
 METRICS, FAILED, RESUMED = "metrics.json", "failed.json", "resumed.json"
@@ -20,7 +21,7 @@ METRICS, FAILED, RESUMED = "metrics.json", "failed.json", "resumed.json"
 log = logging.getLogger(__name__)
 
 
-def _is_sealab(err: BaseException) -> bool:
+def raised_by_sealab(err: BaseException) -> bool:
     """A sealab error class, or raised by sealab code (the frame that raised it is sealab's)."""
     if type(err).__module__.split(".")[0] == "sealab":
         return True
@@ -34,12 +35,13 @@ def reported_error(err: BaseException) -> BaseException:
     """The error a user should read: the outermost of ``err`` and its causes that sealab raised
     (it names the key or file at fault and the fix; what it wraps is the library's view, e.g.
     torchvision's "Dataset not found or corrupted. You can use download=True"). Without one, the
-    first that is not Hydra's instantiate wrapper (which adds only ``full_key: ...``)."""
+    first that is not Hydra's instantiate wrapper (which adds only ``full_key: ...``). The
+    console's ``UserError`` only carries the error it wraps."""
     chain = [err]
     while chain[-1].__cause__ is not None and chain[-1].__cause__ not in chain:
         chain.append(chain[-1].__cause__)
     for candidate in chain:
-        if _is_sealab(candidate):
+        if raised_by_sealab(candidate) and not isinstance(candidate, UserError):
             return candidate
     return next((e for e in chain if not isinstance(e, InstantiationException)), chain[-1])
 
