@@ -88,6 +88,8 @@ def _make_logger(cfg: DictConfig) -> Logger:
         # runs would take it for the user's); the mode goes to wandb.init instead.
         logger = instantiate(cfg.logger, offline=False, mode="offline" if offline else None, _convert_="all",
                              **identity)
+        # Lightning hands wandb anonymous=None, which wandb takes as set and warns has no effect.
+        logger._wandb_init.pop("anonymous", None)
         logger.experiment  # wandb.init, which raises here when it cannot go online
         return logger
 
@@ -136,25 +138,43 @@ def markdown_tables(text: str) -> list[tuple[list[str], list[list[str]]]]:
     return tables
 
 
+def report_table(path: Path) -> tuple[list[str], list[list[Any]]]:
+    """report.csv's columns and rows, numbers as numbers (empty cells None): a wandb table that
+    sorts and plots."""
+    import pandas as pd
+
+    frame = pd.read_csv(path)
+    return list(frame.columns), frame.astype(object).where(frame.notna(), None).values.tolist()
+
+
 def log_sweep_table(logger_cfg: DictConfig | None, sweep: str | Path) -> None:
     """With wandb, the tables of the sweep's summary.md as wandb Tables (``summary``, then
     ``summary_2`` for the failed jobs, if any), in a run named ``summary`` (``job_type``
-    summary) of the sweep's group: the dashboard shows the table summary.md does."""
-    path = Path(sweep) / "summary.md"
+    summary) of the sweep's group: the dashboard shows the table summary.md does. Where the
+    sweep has a report (sweep.report), also its numbers as the Table ``report`` (one row per
+    backbone, dataset and method, numeric cells) and its figures as Images ``figure/<backbone>``."""
+    sweep = Path(sweep)
+    path = sweep / "summary.md"
     if not is_wandb(logger_cfg) or not path.is_file():
         return
     import wandb
 
     def start(offline: bool) -> Any:
         return wandb.init(project=logger_cfg.get("project"), entity=logger_cfg.get("entity"),
-                          group=run_group(logger_cfg, Path(sweep)), name="summary", job_type="summary",
+                          group=run_group(logger_cfg, sweep), name="summary", job_type="summary",
                           dir=os.environ.get("WANDB_DIR", str(sweep)), mode="offline" if offline else None,
                           settings=dict(logger_cfg.get("settings") or {}))
 
     try:
         run = _start_wandb(start, logger_cfg.offline)
-        run.log({"summary" if i == 0 else f"summary_{i + 1}": wandb.Table(columns=header, data=rows)
-                 for i, (header, rows) in enumerate(markdown_tables(path.read_text()))})
+        tables = {"summary" if i == 0 else f"summary_{i + 1}": wandb.Table(columns=header, data=rows)
+                  for i, (header, rows) in enumerate(markdown_tables(path.read_text()))}
+        if (sweep / "report.csv").is_file():
+            columns, rows = report_table(sweep / "report.csv")
+            tables["report"] = wandb.Table(columns=columns, data=rows)
+        figures = {f"figure/{png.stem.removeprefix('figure-')}": wandb.Image(str(png))
+                   for png in sorted(sweep.glob("figure-*.png"))}
+        run.log({**tables, **figures})
         run.finish()
     except Exception as err:  # an extra copy of summary.md: its failure must not fail the sweep
         log.warning("the sweep's table was not logged to wandb (%s); %s has it", err, path)

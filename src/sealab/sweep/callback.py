@@ -1,6 +1,7 @@
 """Hydra callback: every job leaves a record (metrics.json, or failed.json with its error), and
 every multirun ends with the results table, whatever failed, or, when no job could be composed,
-with which keys which jobs lack."""
+with which keys which jobs lack. With ``logger=wandb`` the sweep also ends with its report
+(sweep.report: report.md, .tex, .csv and figures), whose numbers and figures go to wandb."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from hydra.core.utils import JobReturn, JobStatus
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
+from sealab.loggers import is_wandb, log_sweep_table
 from sealab.sweep.composition import composition_report
 from sealab.sweep.outcome import FAILED, record_failure
 from sealab.sweep.plan import planned_jobs, started_jobs
@@ -42,6 +44,9 @@ class SweepSummary(Callback):
         # Imported now: at exit, pandas' first import fails (it starts a thread pool), as it
         # does when the jobs ran in other processes (joblib, submitit, ray).
         import sealab.sweep.summary  # noqa: F401
+
+        if is_wandb(self._logger_cfg):  # (scipy and matplotlib: only where the report is written)
+            import sealab.sweep.figures  # noqa: F401
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         self._summarize()
@@ -76,9 +81,22 @@ class SweepSummary(Callback):
             main([root])
         except FileNotFoundError as err:  # no job got as far as leaving a record
             log.warning("%s", err)
-        from sealab.loggers import log_sweep_table
-
+            return
+        if is_wandb(self._logger_cfg):
+            self._report(root)
         log_sweep_table(self._logger_cfg, root)
+
+    @staticmethod
+    def _report(root: str) -> None:
+        """The sweep's report, for wandb (and beside summary.md); its failure fails no sweep."""
+        from sealab.sweep.report import describe, write_report
+        from sealab.sweep.summary import collect
+
+        try:
+            print("\n" + describe(*write_report(collect(root), root)))
+        except Exception:  # an extra view of summary.md's runs: the traceback says what went wrong
+            log.exception("the sweep's report was not written (summary.md has the results); "
+                          "`sealab-summary %s --report` tries again", root)
 
     def _why_no_job_started(self, root: str) -> str | None:
         """When none of the sweep's jobs has a run dir: the jobs that cannot be composed (Hydra's

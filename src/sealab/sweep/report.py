@@ -334,3 +334,9 @@ def write_report(runs: pd.DataFrame, out: str | Path, baseline: str = BASELINE) 
         atomic_write_bytes(out / name, lambda p, text=text: p.write_text(text))
     atomic_write_bytes(out / "report.csv", lambda p: report.numbers().to_csv(p, index=False))
     return report, [*(out / name for name in [*written, "report.csv"]), *(p for ps in figures.values() for p in ps)]
+
+
+def describe(report: Report, written: list[Path]) -> str:
+    """What a report run prints: the files it wrote and each backbone's headline."""
+    lines = [f"Report in {written[0].parent}: {', '.join(p.name for p in written)}"]
+    return "\n".join([*lines, *(f"- {backbone}: {report.headline(backbone)}" for backbone in report.backbones)])

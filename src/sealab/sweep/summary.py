@@ -260,11 +260,9 @@ def main(argv: list[str] | None = None) -> None:
           f"every row in {out / 'runs.csv'}:")
     print(markdown, end="")
     if args.report and not markdown.startswith(NO_JOB):
-        from sealab.sweep.report import write_report  # scipy and matplotlib only for the report
+        from sealab.sweep.report import describe, write_report  # scipy and matplotlib only for the report
 
-        report, written = write_report(collect(*args.roots), out, args.baseline)
-        print(f"\nReport in {', '.join(p.name for p in written)} ({out}):")
-        print("\n".join(f"- {backbone}: {report.headline(backbone)}" for backbone in report.backbones))
+        print("\n" + describe(*write_report(collect(*args.roots), out, args.baseline)))
 
 
 if __name__ == "__main__":
