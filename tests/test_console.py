@@ -1,10 +1,15 @@
-"""What a job prints: an error written for the user reaches the console as its message alone."""
+"""What a job prints: one line per event, and an error written for the user as its message alone."""
 
+import io
+import logging
+import warnings
 from pathlib import Path
 
+import pytest
 from hydra.errors import InstantiationException
 
-from sealab.console import UserError, as_user_error, written_for_the_user
+from sealab.console import (UserError, as_user_error, filter_known_warnings, job_console, quiet_lightning,
+                            written_for_the_user)
 from sealab.rules import integer, validate
 from sealab.sweep.outcome import error_line
 
@@ -39,3 +44,61 @@ def test_a_user_error_carries_the_message_and_where_the_traceback_is():
     # failed.json still reports sealab's error itself, not the console's wrapper
     assert error_line(clean) == "ValueError: Probe: method.epochs=0: must be an integer >= 1"
     assert as_user_error(raised(lambda: int("abc")), Path("x.log")) is None
+
+
+@pytest.fixture
+def console():
+    """A console handler on the root logger, as Hydra's, reading what it printed."""
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    root = logging.getLogger()
+    root.addHandler(handler)
+    level = root.level
+    root.setLevel(logging.INFO)
+    yield lambda: stream.getvalue().splitlines()
+    root.removeHandler(handler)
+    root.setLevel(level)
+
+
+def test_a_repeated_warning_shows_once_then_its_count(console):
+    log = logging.getLogger("sealab.metrics")
+    with job_console():
+        for n in range(50):
+            log.warning("11-point mAP: %d of %d classes have no positive example", 2, 20 + n % 2)
+        log.warning("another warning")
+        log.info("an info line")
+        log.info("an info line")  # info lines are not events to count
+    assert console() == ["11-point mAP: 2 of 20 classes have no positive example", "another warning",
+                         "an info line", "an info line",
+                         "11-point mAP: 2 of 20 classes have no positive example [repeated 49 more time(s) in "
+                         "this job; each is in the job's log file]"]
+    with job_console():  # a new job counts afresh
+        log.warning("another warning")
+    assert console()[-1] == "another warning"
+
+
+def test_lightning_lines_appear_once_without_its_tips(console, capfd):
+    quiet_lightning()
+    from lightning.pytorch.utilities.rank_zero import rank_zero_info
+
+    rank_zero_info("GPU available: False, used: False")
+    rank_zero_info("💡 Tip: For seamless cloud logging and experiment tracking, try installing [litlogger]")
+    assert console() == ["GPU available: False, used: False"]
+    assert capfd.readouterr().err == ""  # Lightning's own handler printed it a second time
+
+
+def issue(message: str, module: str) -> list[str]:
+    """Warnings shown when ``message`` is issued from a module named ``module``."""
+    with warnings.catch_warnings(record=True) as shown:
+        warnings.simplefilter("always")
+        filter_known_warnings()
+        exec("import warnings; warnings.warn(message, FutureWarning)", {"__name__": module, "message": message})
+    return [str(w.message) for w in shown]
+
+
+def test_known_deprecation_warnings_are_filtered_by_message_and_module():
+    leaf = "`isinstance(treespec, LeafSpec)` is deprecated, use `isinstance(treespec, TreeSpec)` instead."
+    assert issue(leaf, "lightning.pytorch.utilities._pytree") == []
+    assert issue(leaf, "sealab.features.batches") == [leaf]  # the same call elsewhere still shows
+    assert issue("something else is deprecated", "lightning.pytorch.utilities._pytree") == [
+        "something else is deprecated"]

@@ -30,6 +30,14 @@ def test_default_run_writes_metrics_and_second_run_hits_the_cache(tmp_path):
     assert "extracted 3 split(s)" in first.stdout + first.stderr
     assert "no extraction" in second.stdout + second.stderr
     assert "test/top1" in second.stdout  # the console table
+    # One line per event: Lightning's lines once (not also through its own handler), no tips, no
+    # known deprecation warnings.
+    for proc in (first, second):
+        output = proc.stdout + proc.stderr
+        events = [line.split("] - ", 1)[-1] for line in output.splitlines() if line.strip()]
+        assert "GPU available: False, used: False" in events
+        assert all(events.count(event) == 1 for event in events if "%" not in event), output
+        assert "INFO: " not in output and "litlogger" not in output and "LeafSpec" not in output
 
 
 def test_quickstart_shows_sea_beating_the_published_step(tmp_path):

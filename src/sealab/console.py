@@ -1,11 +1,17 @@
-"""What a job prints: a sealab error a user can fix as its message alone (the traceback goes to
-the job's log file, and to the console with HYDRA_FULL_ERROR=1).
+"""What a job prints: one line per event (Lightning's lines once, library tips and known
+deprecation warnings filtered at their source, a repeated warning once with its count), and a
+sealab error a user can fix as its message alone (the traceback goes to the job's log file, and
+to the console with HYDRA_FULL_ERROR=1).
 
 Imported by the entry point before any job runs: nothing heavy here (no torch, no Lightning)."""
 
 from __future__ import annotations
 
 import linecache
+import logging
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from hydra.errors import CompactHydraException
@@ -42,3 +48,94 @@ def as_user_error(err: BaseException, log_file: Path) -> UserError | None:
     if isinstance(error, UserError) or not written_for_the_user(error):
         return None
     return UserError(f"{str(error).rstrip() or type(error).__name__}\n(the traceback is in {log_file})")
+
+
+# Warnings of libraries that tell a sealab user nothing they can act on, each matched by its
+# message and the module that issues it (so a new warning of the same library still shows):
+# (message regex, module regex).
+KNOWN_WARNINGS = (
+    # conf/hydra/launcher/<name>.yaml carry sealab's settings for the launcher plugin of the same
+    # name, whose schema Hydra then validates and completes them with (deprecated, still in 1.3).
+    # Hydra issues it on behalf of a frame 11 levels up (stacklevel=11): any module.
+    (r"\s*'hydra/launcher/\w+' is validated against ConfigStore schema", ""),
+    # Lightning's pytree helper calls a torch API that torch deprecated; nothing to do for a user.
+    (r"`isinstance\(treespec, LeafSpec\)` is deprecated", r"lightning\.pytorch\.utilities\._pytree"),
+)
+# Lightning's advertisement for its cloud logger, logged at every Trainer start.
+LIGHTNING_TIPS = ("lightning.pytorch.utilities.rank_zero", "💡 Tip:")
+
+
+def filter_known_warnings() -> None:
+    for message, module in KNOWN_WARNINGS:
+        warnings.filterwarnings("ignore", message=message, module=module)
+
+
+class _DropTips(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith(LIGHTNING_TIPS[1])
+
+
+def quiet_lightning() -> None:
+    """Lightning's lines once, through Hydra's logging (console and the job's log file), without
+    its tips. ``import lightning`` gives the ``lightning`` logger a console handler of its own,
+    which printed every line a second time beside Hydra's."""
+    import lightning  # noqa: F401 - its import adds the handler removed here
+
+    for name in ("lightning", "lightning.pytorch", "lightning.fabric", "lightning_fabric"):
+        logger = logging.getLogger(name)
+        for handler in [h for h in logger.handlers if type(h) is logging.StreamHandler]:
+            logger.removeHandler(handler)
+        logger.propagate = True
+    tips = logging.getLogger(LIGHTNING_TIPS[0])
+    if not any(isinstance(f, _DropTips) for f in tips.filters):
+        tips.addFilter(_DropTips())
+
+
+class RepeatedWarnings(logging.Filter):
+    """On a console handler: the first record of each warning (same logger, same message
+    template) passes, the repeats are counted (the log file keeps them all)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.seen: dict[tuple[str, str], list] = {}  # key -> [first record, repeats]
+        self.last: tuple[logging.LogRecord | None, bool] = (None, True)  # one record, several handlers
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno < logging.WARNING or getattr(record, "repeat_count", False):
+            return True
+        if record is self.last[0]:
+            return self.last[1]
+        key = (record.name, str(record.msg))
+        first = key not in self.seen
+        if first:
+            self.seen[key] = [record, 0]
+        else:
+            self.seen[key][1] += 1
+        self.last = (record, first)
+        return first
+
+
+def _console_handlers() -> list[logging.Handler]:
+    return [h for h in logging.getLogger().handlers
+            if isinstance(h, logging.StreamHandler) and not isinstance(h, logging.FileHandler)]
+
+
+@contextmanager
+def job_console() -> Iterator[None]:
+    """While a job runs: known warnings filtered, each repeated warning on the console once, and
+    at the end one line per repeated warning with its count."""
+    filter_known_warnings()
+    repeats = RepeatedWarnings()
+    handlers = _console_handlers()
+    for handler in handlers:
+        handler.addFilter(repeats)
+    try:
+        yield
+    finally:
+        for handler in handlers:
+            handler.removeFilter(repeats)
+        for (name, _), (first, count) in repeats.seen.items():
+            if count:
+                logging.getLogger(name).log(first.levelno, "%s [repeated %d more time(s) in this job; each is in "
+                                            "the job's log file]", first.getMessage(), count,
+                                            extra={"repeat_count": True})

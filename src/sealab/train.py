@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import warnings
 from pathlib import Path
 
 import hydra
@@ -11,7 +10,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
-from sealab.console import as_user_error
+from sealab.console import as_user_error, filter_known_warnings, job_console, quiet_lightning
 from sealab.interrupt import JobInterrupted, how_to_finish, stop_on_signals
 from sealab.sweep.objective import check_search_metric, objective
 from sealab.sweep.outcome import record_failure
@@ -27,9 +26,8 @@ log = logging.getLogger(__name__)
 # hydra.sweep.subdir's resolver (conf/hydra/default.yaml): resume=true never writes over a result.
 register_job_dir_resolver()
 
-# conf/hydra/launcher/<name>.yaml carry sealab's settings for the launcher plugin of the same
-# name, whose schema Hydra then validates and completes them with (deprecated, still in 1.3).
-warnings.filterwarnings("ignore", message=r"\s*'hydra/launcher/\w+' is validated against ConfigStore schema")
+# Set before Hydra composes: some of the warnings it filters are issued while composing.
+filter_known_warnings()
 
 
 @hydra.main(version_base="1.3", config_path=f"pkg://{CONFIG_MODULE}", config_name="train")
@@ -41,7 +39,7 @@ def main(cfg: DictConfig) -> float | None:
     # summary then lists this job as interrupted and those not started); a failure (an
     # Exception) is recorded by the sweep callback, which Hydra calls with it, the traceback in
     # the job's log. An error sealab wrote for the user reaches the console as its message alone.
-    with stop_on_signals(lambda: how_to_finish(run_dir, sweep_dir)):
+    with job_console(), stop_on_signals(lambda: how_to_finish(run_dir, sweep_dir)):
         try:
             return _job(cfg, hydra_cfg, run_dir, sweep_dir)
         except JobInterrupted as stop:
@@ -76,6 +74,7 @@ def _job(cfg: DictConfig, hydra_cfg: DictConfig, run_dir: Path, sweep_dir: Path 
             cfg.num_threads = threads_per_job(hydra_cfg.launcher, available_cores())
         from sealab.experiment import run
 
+        quiet_lightning()  # once lightning is imported (by the experiment): it adds a handler
         record = run(cfg, config_hash=digest)
     return objective(record, cfg.optimized_metric)
 
