@@ -1,6 +1,6 @@
 """Block-shuffled streaming: every row once per epoch, shuffled within blocks and across
 them, blocks gathered from chunks all over the file, seeded, in full batches across block
-boundaries; a single block gives TensorBatches' order; a file changed between epochs stops
+boundaries; a single block gives the in-memory order (randperm); a file changed between epochs stops
 training."""
 
 import os
@@ -9,7 +9,12 @@ import numpy as np
 import pytest
 import torch
 
-from sealab.features.batches import BlockShuffledBatches, TensorBatches, epoch_blocks
+from sealab.features.batches import (
+    BlockShuffledBatches,
+    FileBlocks,
+    MemoryBlocks,
+    epoch_blocks,
+)
 from sealab.features.ondisk import FileChangedError, NpyRows, StreamedFeatures
 
 
@@ -81,7 +86,7 @@ def streamed(tmp_path, n, d=3, block_rows=4, chunk_rows=None, dtype=np.float32):
     """Rows whose every feature is the row's index, targets = index, so batches show the order."""
     x = np.repeat(np.arange(n, dtype=dtype)[:, None], d, axis=1)
     np.save(tmp_path / "f.npy", x)
-    return StreamedFeatures(NpyRows(tmp_path / "f.npy"), torch.arange(n), block_rows, chunk_rows)
+    return FileBlocks(StreamedFeatures(NpyRows(tmp_path / "f.npy"), torch.arange(n), block_rows, chunk_rows))
 
 
 @pytest.mark.parametrize("block_rows, chunk_rows, batch_size", [(4, 4, 3), (3, 3, 8), (10, 5, 4), (7, 7, 7),
@@ -109,10 +114,13 @@ def test_drop_last(tmp_path):
     assert len(got) == len(batches) == 5 and all(len(y) == 4 for _, y in got)
 
 
-def test_one_block_gives_tensor_batches_exactly(tmp_path):
+def test_one_block_gives_in_memory_batches_exactly(tmp_path):
     data = streamed(tmp_path, 50, block_rows=64, chunk_rows=16)
-    memory = TensorBatches(torch.from_numpy(np.load(tmp_path / "f.npy")), torch.arange(50), 8, shuffle=True, seed=2)
+    memory = BlockShuffledBatches(MemoryBlocks(torch.from_numpy(np.load(tmp_path / "f.npy")), torch.arange(50)), 8,
+                                  seed=2)
     stream = BlockShuffledBatches(data, 8, seed=2)
+    order = torch.randperm(50, generator=torch.Generator().manual_seed(2))  # the first epoch: randperm(n)
+    assert torch.equal(torch.cat([y for _, y in BlockShuffledBatches(data, 8, seed=2)]), order)
     for _ in range(2):
         for (xs, ys), (xm, ym) in zip(stream, memory, strict=True):
             assert torch.equal(xs, xm) and torch.equal(ys, ym)
@@ -120,10 +128,10 @@ def test_one_block_gives_tensor_batches_exactly(tmp_path):
 
 def test_an_epoch_after_the_file_changed_stops_instead_of_training_on_other_rows(tmp_path):
     data = streamed(tmp_path, 23, block_rows=5)
-    path = data.rows.path
+    path = data.data.rows.path
     past = path.stat().st_mtime_ns - 3600 * 10**9  # written long before training, as a cache entry is
     os.utime(path, ns=(past, past))
-    batches = BlockShuffledBatches(StreamedFeatures(NpyRows(path), torch.arange(23), 5), 4)
+    batches = BlockShuffledBatches(FileBlocks(StreamedFeatures(NpyRows(path), torch.arange(23), 5)), 4)
     assert len(list(batches)) == 6
     rows = np.load(path, mmap_mode="r+")
     rows[:5] = -1  # a stray writer, between two epochs

@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 from helpers import fit_context
 
-from sealab.features.batches import TensorBatches
+from sealab.features.batches import BlockShuffledBatches, InOrder, MemoryBlocks
 from sealab.heads.linear import LinearHead
 from sealab.methods.probe import LinearProbe
 from sealab.task import MultiClass
@@ -15,13 +15,13 @@ from sealab.task import MultiClass
 
 def test_each_epoch_visits_every_example_once_in_a_new_order():
     x, y = torch.arange(10.0).unsqueeze(1), torch.arange(10)
-    batches = TensorBatches(x, y, batch_size=4, shuffle=True, seed=3)
+    batches = BlockShuffledBatches(MemoryBlocks(x, y), batch_size=4, seed=3)
     epochs = [torch.cat([b[1] for b in batches]) for _ in range(2)]
     assert len(batches) == 3
     for order in epochs:
         assert sorted(order.tolist()) == list(range(10))
     assert not torch.equal(epochs[0], epochs[1])
-    again = TensorBatches(x, y, batch_size=4, shuffle=True, seed=3)
+    again = BlockShuffledBatches(MemoryBlocks(x, y), batch_size=4, seed=3)
     assert torch.equal(torch.cat([b[1] for b in again]), epochs[0])
     for xb, yb in again:  # features stay paired with their labels
         assert torch.equal(xb.squeeze(1).long(), yb)
@@ -29,8 +29,9 @@ def test_each_epoch_visits_every_example_once_in_a_new_order():
 
 def test_drop_last_and_in_order_batches():
     x, y = torch.zeros(10, 2), torch.arange(10)
-    assert [len(b[1]) for b in TensorBatches(x, y, 4, shuffle=False, drop_last=True)] == [4, 4]
-    assert torch.cat([b[1] for b in TensorBatches(x, y, 4, shuffle=False)]).tolist() == list(range(10))
+    assert [len(b[1]) for b in BlockShuffledBatches(MemoryBlocks(x, y), 4, drop_last=True)] == [4, 4]
+    assert [len(b[1]) for b in BlockShuffledBatches(MemoryBlocks(x, y), 4)] == [4, 4, 2]
+    assert torch.cat([b[1] for b in InOrder(x, y, 4)]).tolist() == list(range(10))
 
 
 def blobs(n=120, d=8, seed=0):
@@ -53,9 +54,9 @@ def test_probe_matches_a_plain_sgd_loop():
     L.seed_everything(0)
     ref = LinearHead(8, MultiClass(3))
     opt = torch.optim.SGD(ref.parameters(), lr=0.5, momentum=0.9)
-    batches = TensorBatches(x, y, 32, shuffle=True, seed=0)
-    for _ in range(5):
-        for xb, yb in batches:
+    for epoch in range(5):
+        order = torch.randperm(len(y), generator=torch.Generator().manual_seed(epoch))  # seed 0 + epoch
+        for xb, yb in zip(x[order].split(32), y[order].split(32)):
             opt.zero_grad()
             ref.loss(ref(xb), yb).backward()
             opt.step()

@@ -39,7 +39,7 @@ def fit(train, val):
 
 
 def test_one_block_streamed_equals_in_memory(tmp_path):
-    """block_rows >= n: the streamed order is TensorBatches' permutation, so SeA training gives
+    """block_rows >= n: the streamed order is the in-memory permutation (randperm), so SeA training gives
     bit-identical weights; smaller blocks change only the order (and still learn)."""
     y = blob_file(tmp_path / "train.npy")
     rows = NpyRows(tmp_path / "train.npy")

@@ -1,5 +1,6 @@
-"""Training batches of features: in-memory tensors by index slicing, or a feature file
-streamed by shuffled blocks."""
+"""Training batches of features, one path for all: a split is a stream of blocks (a feature
+file read block by block, or in-memory features as a stream of one block), cut into batches
+by index in a shuffled order."""
 
 from __future__ import annotations
 
@@ -14,42 +15,7 @@ import torch
 
 from sealab.features.ondisk import StreamedFeatures
 
-
-class TensorBatches:
-    """Iterates ``(x[idx], y[idx])`` over a fresh permutation each epoch (or in order).
-
-    No per-sample Python work: one gather per batch. The permutation is drawn from a
-    generator seeded with ``seed + epoch``, so a run is reproducible and epochs differ.
-    """
-
-    def __init__(self, x: torch.Tensor, y: torch.Tensor, batch_size: int, shuffle: bool,
-                 drop_last: bool = False, seed: int = 0):
-        if len(x) != len(y):
-            raise ValueError(f"{len(x)} feature rows but {len(y)} targets")
-        self.x, self.y, self.batch_size = x, y, batch_size
-        self.shuffle, self.drop_last, self.seed = shuffle, drop_last, seed
-        self.epoch = 0
-
-    def __len__(self) -> int:
-        n, b = len(self.x), self.batch_size
-        return n // b if self.drop_last else -(-n // b)
-
-    def __iter__(self):
-        n = len(self.x)
-        if self.shuffle:
-            gen = torch.Generator().manual_seed(self.seed + self.epoch)
-            order = torch.randperm(n, generator=gen).to(self.x.device)
-            self.epoch += 1
-        else:
-            order = None
-        for i in range(len(self)):
-            if order is None:
-                yield self.x[i * self.batch_size:(i + 1) * self.batch_size], \
-                    self.y[i * self.batch_size:(i + 1) * self.batch_size]
-            else:
-                # index_select: the same rows as x[idx], about twice as fast on CPU.
-                idx = order[i * self.batch_size:(i + 1) * self.batch_size]
-                yield self.x.index_select(0, idx), self.y.index_select(0, idx)
+Features = tuple[torch.Tensor, torch.Tensor]
 
 
 @dataclass
@@ -92,8 +58,8 @@ def epoch_blocks(n: int, block_rows: int, chunk_rows: int, gen: torch.Generator)
     the whole file (so a file sorted by class still gives blocks of many classes; ``chunk_rows =
     block_rows`` gives contiguous blocks), its rows are visited in random order and the blocks in
     random order: every row exactly once. The within-block permutations are drawn first, so with
-    a single block (``block_rows >= n``) the order is ``randperm(n)``, the one ``TensorBatches``
-    draws from the same generator."""
+    a single block (``block_rows >= n``) the order is ``randperm(n)`` drawn from
+    the same generator."""
     if n == 0:
         return []
     per_block = block_rows // chunk_rows
@@ -109,29 +75,88 @@ def epoch_blocks(n: int, block_rows: int, chunk_rows: int, gen: torch.Generator)
     return [blocks[j] for j in torch.randperm(count, generator=gen).tolist()]
 
 
-class BlockShuffledBatches:
-    """Batches of a ``StreamedFeatures`` split in ``epoch_blocks`` order, read one block at a
-    time: each block is read into a buffer, converted to float32 and normalised in place on the
-    CPU, moved to ``device`` and then cut into batches by index (copies), exactly as
-    ``TensorBatches`` cuts the whole matrix. A batch may span two blocks, so every batch but the
-    last is full.
+class FileBlocks:
+    """A ``StreamedFeatures`` split as blocks: each block is read into a buffer, converted to
+    float32 and normalised in place on the CPU, then moved to ``device``. One pair of block
+    buffers serves the whole epoch, so resident memory stays about ``block_rows x d x (4 +
+    itemsize)`` bytes whatever the size of the file."""
 
-    Resident memory beyond the model stays about ``block_rows x d x (4 + itemsize)`` bytes (the
-    two block buffers, reused all epoch), plus a few batches and the epoch's order and targets
-    (16 bytes per row), whatever the size of the file. Epochs are seeded with ``seed +
-    epoch``: reproducible, and every epoch differs.
+    def __init__(self, data: StreamedFeatures, device: torch.device | str = "cpu"):
+        self.data, self.device = data, torch.device(device)
+        self.targets = data.targets.to(self.device)
+        self.block_rows, self.chunk_rows = data.block_rows, data.chunk_rows
+
+    def __len__(self) -> int:
+        return len(self.data)
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return self.data.shape
+
+    def to(self, device: torch.device | str) -> "FileBlocks":
+        return FileBlocks(self.data, device)
+
+    def read(self, blocks: list[Block]):
+        """The blocks' rows, block after block, each in file order (overwritten by the next)."""
+        raw = np.empty((min(self.block_rows, len(self)), self.shape[1]), dtype=self.data.rows.dtype)
+        out = torch.empty(raw.shape, dtype=torch.float32)
+        for block in blocks:
+            release_free_memory()
+            yield self.data.read(block.chunks, raw, out).to(self.device)
+
+
+class MemoryBlocks:
+    """In-memory features as a stream of one block: the matrix itself, no copy."""
+
+    def __init__(self, x: torch.Tensor, y: torch.Tensor):
+        if len(x) != len(y):
+            raise ValueError(f"{len(x)} feature rows but {len(y)} targets")
+        self.x, self.targets = x, y
+        self.block_rows = self.chunk_rows = max(len(x), 1)
+
+    def __len__(self) -> int:
+        return len(self.x)
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return tuple(self.x.shape)
+
+    def to(self, device: torch.device | str) -> "MemoryBlocks":
+        return MemoryBlocks(self.x.to(device), self.targets.to(device))
+
+    def read(self, blocks: list[Block]):
+        for _ in blocks:
+            yield self.x
+
+
+def feature_blocks(data: Features | StreamedFeatures) -> FileBlocks | MemoryBlocks:
+    """The one place in-memory and streamed training data differ: how their blocks are read."""
+    return FileBlocks(data) if isinstance(data, StreamedFeatures) else MemoryBlocks(*data)
+
+
+class BlockShuffledBatches:
+    """Batches of a split in ``epoch_blocks`` order, read one block at a time and cut into
+    batches by index (copies). A batch may span two blocks, so every batch but the last is
+    full. With one block (in-memory features) the order is ``randperm(n)``.
+
+    Beyond the blocks themselves, memory holds a few batches and the epoch's order and targets
+    (16 bytes per row). Epochs are seeded with ``seed + epoch``: reproducible, and every epoch
+    differs.
     """
 
-    def __init__(self, data: StreamedFeatures, batch_size: int, drop_last: bool = False, seed: int = 0,
-                 device: torch.device | str = "cpu"):
-        self.data, self.batch_size, self.drop_last, self.seed = data, batch_size, drop_last, seed
-        self.device = torch.device(device)
-        self.targets = data.targets.to(self.device)
+    def __init__(self, data: FileBlocks | MemoryBlocks, batch_size: int, drop_last: bool = False, seed: int = 0):
+        self.data = data
+        self.batch_size, self.drop_last, self.seed = batch_size, drop_last, seed
         self.epoch = 0
 
     def __len__(self) -> int:
         n, b = len(self.data), self.batch_size
         return n // b if self.drop_last else -(-n // b)
+
+    @property
+    def examples(self) -> int:
+        """Rows an epoch trains on."""
+        return len(self) * self.batch_size if self.drop_last else len(self.data)
 
     def next_epoch(self) -> list[Block]:
         """The next epoch's blocks (advances the epoch)."""
@@ -141,18 +166,16 @@ class BlockShuffledBatches:
 
     def __iter__(self):
         blocks = self.next_epoch()
-        # One pair of block buffers for the epoch, refilled block after block.
-        raw = np.empty((min(self.data.block_rows, len(self.data)), self.data.shape[1]), dtype=self.data.rows.dtype)
-        out = torch.empty(raw.shape, dtype=torch.float32)
+        if not blocks:
+            return
+        device = self.data.targets.device
         # The epoch's targets in visit order, made once: per-block allocations that live while
         # training steps allocate and free around them fragment the heap, which then keeps growing.
-        epoch_targets = self.targets[torch.cat([b.rows() for b in blocks]).to(self.device)]
+        epoch_targets = self.data.targets[torch.cat([b.rows() for b in blocks]).to(device)]
         carry: list[tuple[torch.Tensor, torch.Tensor]] = []  # the start of a batch the last block began
         at = 0
-        for block_spec in blocks:
-            release_free_memory()
-            block = self.data.read(block_spec.chunks, raw, out).to(self.device)
-            local = block_spec.perm.to(self.device)
+        for block_spec, block in zip(blocks, self.data.read(blocks)):
+            local = block_spec.perm.to(device)
             targets, at = epoch_targets[at:at + len(local)], at + len(local)
             i = 0
             if carry:  # finish the batch the previous block began
@@ -173,38 +196,56 @@ class BlockShuffledBatches:
             yield torch.cat([x for x, _ in carry]), torch.cat([y for _, y in carry])
 
 
-class FeatureDataModule(L.LightningDataModule):
-    """Train / val feature tensors, moved once to the training device in ``setup``; or the
-    training split streamed from disk by ``BlockShuffledBatches`` (val stays in memory)."""
+class WholeEpochs:
+    """What Lightning iterates for training: one item per epoch, the epoch's batches, so that
+    one Lightning step runs a whole epoch of optimiser steps (the probe's hot loop)."""
 
-    def __init__(self, train: tuple[torch.Tensor, torch.Tensor] | StreamedFeatures,
-                 val: tuple[torch.Tensor, torch.Tensor] | None,
+    def __init__(self, batches: BlockShuffledBatches):
+        self.batches = batches
+
+    def __len__(self) -> int:
+        return 1
+
+    def __iter__(self):
+        yield self.batches
+
+
+class InOrder:
+    """Evaluation batches: consecutive rows."""
+
+    def __init__(self, x: torch.Tensor, y: torch.Tensor, batch_size: int):
+        self.x, self.y, self.batch_size = x, y, batch_size
+
+    def __len__(self) -> int:
+        return -(-len(self.x) // self.batch_size)
+
+    def __iter__(self):
+        return zip(self.x.split(self.batch_size), self.y.split(self.batch_size))
+
+
+class FeatureDataModule(L.LightningDataModule):
+    """The training split (``feature_blocks``) as ``WholeEpochs`` of ``BlockShuffledBatches``,
+    in memory or streamed from disk alike, moved to the training device in ``setup``; val in memory, in order."""
+
+    def __init__(self, train: FileBlocks | MemoryBlocks, val: Features | None,
                  batch_size: int = 256, eval_batch_size: int = 4096, drop_last: bool = False, seed: int = 0):
         super().__init__()
         self.train_data, self.val_data = train, val
         self.batch_size, self.eval_batch_size = batch_size, eval_batch_size
         self.drop_last, self.seed = drop_last, seed
-        self._train_batches: TensorBatches | BlockShuffledBatches | None = None
-        self.device = torch.device("cpu")
+        self._train_batches: WholeEpochs | None = None
 
     def setup(self, stage: str | None = None) -> None:
-        self.device = self.trainer.strategy.root_device if self.trainer else torch.device("cpu")
-        if not isinstance(self.train_data, StreamedFeatures):
-            self.train_data = tuple(t.to(self.device) for t in self.train_data)
+        device = self.trainer.strategy.root_device if self.trainer else torch.device("cpu")
+        self.train_data = self.train_data.to(device)
         if self.val_data is not None:
-            self.val_data = tuple(t.to(self.device) for t in self.val_data)
+            self.val_data = tuple(t.to(device) for t in self.val_data)
 
-    def train_dataloader(self) -> TensorBatches | BlockShuffledBatches:
+    def train_dataloader(self) -> WholeEpochs:
         if self._train_batches is None:  # one object, so its epoch counter advances
-            if isinstance(self.train_data, StreamedFeatures):
-                self._train_batches = BlockShuffledBatches(self.train_data, self.batch_size, self.drop_last,
-                                                           self.seed, self.device)
-            else:
-                self._train_batches = TensorBatches(*self.train_data, self.batch_size, shuffle=True,
-                                                    drop_last=self.drop_last, seed=self.seed)
+            self._train_batches = WholeEpochs(BlockShuffledBatches(self.train_data, self.batch_size,
+                                                                   self.drop_last, self.seed))
         return self._train_batches
 
-    def val_dataloader(self) -> TensorBatches | list:
-        if self.val_data is None:
-            return []
-        return TensorBatches(*self.val_data, self.eval_batch_size, shuffle=False)
+    def val_dataloader(self) -> InOrder | list:
+        return [] if self.val_data is None else InOrder(*self.val_data, self.eval_batch_size)

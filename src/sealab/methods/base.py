@@ -15,11 +15,10 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from sealab.backbones.base import Backbone
+from sealab.features.batches import Features
 from sealab.features.ondisk import StreamedFeatures
 from sealab.rules import BOOL, NAME, number, positive, validate
 from sealab.task import Task
-
-Features = tuple[torch.Tensor, torch.Tensor]
 
 # Where a method's node sits in a config: its constructor's messages name the key a user sets.
 METHOD = "method."

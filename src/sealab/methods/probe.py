@@ -17,7 +17,11 @@ from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
 from sealab.augment.base import FeatureAugmenter, SharedBatch
-from sealab.features.batches import FeatureDataModule
+from sealab.features.batches import (
+    BlockShuffledBatches,
+    FeatureDataModule,
+    feature_blocks,
+)
 from sealab.features.ondisk import StreamedFeatures
 from sealab.heads.linear import LinearHead
 from sealab.methods.base import (
@@ -99,26 +103,35 @@ class ProbeModule(HeadModule):
     """Trains K heads (K = 1 without a grid) on the same batches. One matrix product gives every
     head's clean logits; each head's augmenter then plans its augmented batch, and a mixing
     matrix is applied in logit space. Each head's loss depends on its weights only, so the
-    summed loss gives every head exactly the gradient of its own single run."""
+    summed loss gives every head exactly the gradient of its own single run.
+
+    The hot loop is plain PyTorch: one Lightning step is a whole epoch of optimiser steps
+    (manual optimisation, the data module's ``WholeEpochs``), so Lightning's per-batch hooks,
+    logging and bookkeeping run once per epoch. Per step: the losses, one backward, the raw
+    optimizer's step, and one in-place sum of the losses for the epoch's mean."""
 
     def __init__(self, specs: list[HeadSpec], heads: list[LinearHead],
                  scheduler: Callable[..., Any] | None = None):
         super().__init__(heads)
+        self.automatic_optimization = False
         self.specs, self.scheduler_factory = specs, scheduler
         self.augmenters = nn.ModuleList([s.augmenter for s in specs if s.augmenter is not None])
-        # (loss * batch size) per step and head, reduced once per epoch: a per-step ``self.log``
-        # costs more than a whole linear training step on CPU.
-        self._epoch_losses: list[torch.Tensor] = []
-        self._epoch_examples = 0
+        self.plain = all(s.augmenter is None for s in specs)
+        self._epoch_losses: torch.Tensor | None = None  # each head's example-weighted mean
 
     def head_scores(self, x: torch.Tensor) -> torch.Tensor:
         """B x K x C: every head's logits from one product."""
+        if len(self.heads) == 1:
+            return (x @ self.heads[0].weight.T).unsqueeze(1)
         weights = torch.stack([head.weight for head in self.heads])  # K x C x d
         k, c, d = weights.shape
         return (x @ weights.reshape(k * c, d).T).view(len(x), k, c)
 
-    def training_step(self, batch: Features, batch_idx: int) -> torch.Tensor:
-        x, y = batch
+    def step_losses(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """Every head's training loss on the batch (K, or a scalar for one head)."""
+        if len(self.heads) == 1 and self.plain:
+            head = self.heads[0]
+            return head.loss(head(x), y)
         logits = self.head_scores(x)
         shared = SharedBatch(x, y)
         losses = []
@@ -130,20 +143,27 @@ class ProbeModule(HeadModule):
             with torch.no_grad():
                 plan = spec.augmenter.plan(shared, clean.detach(), head)
             losses.append(spec.augmenter.loss(plan.logits(clean, head), plan.targets, head))
-        losses = torch.stack(losses)
-        self._epoch_losses.append(losses.detach() * len(x))
-        self._epoch_examples += len(x)
-        return losses.sum()
+        return losses[0] if len(losses) == 1 else torch.stack(losses)
+
+    def training_step(self, batches: BlockShuffledBatches, batch_idx: int) -> None:
+        optimizer = self.optimizers(use_pl_optimizer=False)  # the raw one: no per-step hooks
+        total = torch.zeros(len(self.heads), device=self.device)
+        for x, y in batches:
+            losses = self.step_losses(x, y)
+            optimizer.zero_grad()
+            losses.sum().backward()
+            optimizer.step()
+            total.add_(losses.detach(), alpha=len(y))
+        self._epoch_losses = total / max(batches.examples, 1)
 
     def on_train_epoch_start(self) -> None:
-        self._epoch_losses, self._epoch_examples = [], 0
+        self._epoch_losses = None
         for augmenter in self.augmenters:
             augmenter.on_train_epoch_start(self.current_epoch, self.trainer.max_epochs)
 
     def on_train_epoch_end(self) -> None:
-        if self._epoch_losses:  # the example-weighted mean, as ``self.log(on_epoch=True)`` gives
-            means = torch.stack(self._epoch_losses).sum(0) / self._epoch_examples
-            self.log_dict({self.metric_key("train/loss", k): loss for k, loss in enumerate(means)})
+        if self._epoch_losses is not None:
+            self.log_dict({self.metric_key("train/loss", k): loss for k, loss in enumerate(self._epoch_losses)})
         for k, head in enumerate(self.heads):
             if not torch.isfinite(head.weight).all():
                 raise FloatingPointError(
@@ -152,6 +172,9 @@ class ProbeModule(HeadModule):
                     "example (n = k*batch_size + 1): use mode=clean or method.drop_last=true; "
                     "otherwise lower the learning rate."
                 )
+        scheduler = self.lr_schedulers()
+        if scheduler is not None:  # stepped every epoch, as Lightning steps it in automatic optimisation
+            scheduler.step()
 
     def grid_label(self, k: int) -> str:
         return f" of grid head {k} {self.specs[k].values}" if len(self.heads) > 1 else ""
@@ -214,7 +237,8 @@ class LinearProbe(Method):
         self.epochs, self.batch_size, self.drop_last = epochs, batch_size, drop_last
 
     def fit(self, train: Features | StreamedFeatures, val: Features | None, ctx: FitContext) -> FitResult:
-        dim = (train.shape if isinstance(train, StreamedFeatures) else train[0].shape)[1]
+        train = feature_blocks(train)
+        dim = train.shape[1]
         need, have = grid_memory_bytes(len(self.specs), ctx.task.num_classes, dim), available_memory(ctx.device)
         if have is not None and need > have:
             raise MemoryError(f"method={self.name}: {len(self.specs)} heads of {ctx.task.num_classes} x {dim} "
