@@ -177,6 +177,13 @@ def build_report(runs: pd.DataFrame, baseline: str = BASELINE, level: float = LE
             averages = _seed_averages(seeds, datasets)
             scores.append({"backbone": backbone, "dataset": AVERAGE, "metric": "", "method": method,
                            "mean": seeds[datasets].mean().mean(), "std": averages.std(), "n": len(averages)})
+            if FINETUNE in ran and method != FINETUNE:
+                ft = per_seed.loc[FINETUNE]
+                for d in (d for d in datasets if d in ran[FINETUNE]):
+                    ours, theirs = _mean_std_n(seeds[d]), _mean_std_n(ft[d])
+                    slack = max(TOLERANCE, 0.0 if math.isnan(theirs["std"]) else theirs["std"])
+                    comparable.append({"backbone": backbone, "dataset": d, "method": method,
+                                       "comparable": bool(ours["mean"] >= theirs["mean"] - slack)})
             if baseline not in ran or method == baseline:
                 continue
             base = per_seed.loc[baseline]
@@ -187,13 +194,6 @@ def build_report(runs: pd.DataFrame, baseline: str = BASELINE, level: float = LE
             average["delta"] = np.mean([c["delta"] for c in cells]) if cells else math.nan
             for cell in [*cells, {"dataset": AVERAGE, **average}]:
                 differences.append({"backbone": backbone, "method": method, **cell})
-            if FINETUNE in ran:
-                ft = per_seed.loc[FINETUNE]
-                for d in (d for d in datasets if d in ran[FINETUNE]):
-                    ours, theirs = _mean_std_n(seeds[d]), _mean_std_n(ft[d])
-                    slack = max(TOLERANCE, 0.0 if math.isnan(theirs["std"]) else theirs["std"])
-                    comparable.append({"backbone": backbone, "dataset": d, "method": method,
-                                       "comparable": bool(ours["mean"] >= theirs["mean"] - slack)})
     columns = {"differences": ["backbone", "method", "dataset", "delta", "std", "pairs", "p", "significant"],
                "comparable": ["backbone", "dataset", "method", "comparable"]}
     differences = pd.DataFrame(differences, columns=columns["differences"]).rename(
@@ -240,7 +240,8 @@ def block_grid(report: Report, backbone: str) -> tuple[list[str], list[str], lis
     diffs = report.differences[report.differences["backbone"] == backbone].set_index(["method", "dataset"])
     for method in report.compared(backbone):
         rows.append([f"Δ {method} − {report.baseline}",
-                     *(_difference(diffs.loc[(method, c)], seeds) if (method, c) in diffs.index else "" for c in columns),
+                     *(_difference(diffs.loc[(method, c)], seeds) if (method, c) in diffs.index else ""
+                       for c in columns),
                      "/".join(map(str, report.wins_ties_losses(backbone, method)))])
     comparable = report.comparable[report.comparable["backbone"] == backbone].set_index(["method", "dataset"])
     for method in report.block_methods(backbone):
@@ -308,12 +309,13 @@ def to_latex(report: Report, figures: dict[str, str] | None = None) -> str:
                  " & ".join(map(latex_text, ["", *metrics])) + r" \\", r"\hline",
                  *(" & ".join(map(latex_text, row)) + r" \\" for row in rows), r"\hline"]
         body += [rf"\section*{{{latex_text(backbone)}}}", latex_text(report.headline(backbone)), "",
-                 r"\begin{table}[ht]", r"\centering", r"\resizebox{\textwidth}{!}{%",
-                 rf"\begin{{tabular}}{{{spec}}}", *lines, r"\end{tabular}}", "",
+                 r"\begin{table}[ht]", r"\centering",
+                 rf"\resizebox{{\textwidth}}{{!}}{{\begin{{tabular}}{{{spec}}}", *lines, r"\end{tabular}}", "",
                  r"\smallskip\footnotesize", *(f"{latex_text(note)}\n" for note in notes(report, backbone)),
                  r"\end{table}"]
         if figures and backbone in figures:
-            body += [r"\begin{figure}[ht]", r"\centering", rf"\includegraphics[width=\textwidth]{{{figures[backbone]}}}",
+            body += [r"\begin{figure}[ht]", r"\centering",
+                     rf"\includegraphics[width=\textwidth]{{{figures[backbone]}}}",
                      rf"\caption{{{latex_text(backbone)}: difference from {latex_text(report.baseline)} "
                      r"(mean and std over seeds) and test metric per method.}", r"\end{figure}"]
         body.append(r"\clearpage")
