@@ -12,6 +12,7 @@ from torchvision.transforms import v2
 
 from sealab.backbones.base import BACKBONE, Backbone
 from sealab.backbones.checkpoint import load_backbone_checkpoint
+from sealab.backbones.hub import offline_weights
 from sealab.fileio import file_sha256
 from sealab.rules import BOOL, COUNT, integer, listing, mapping, one_of, text, validate
 
@@ -112,8 +113,12 @@ class TimmBackbone(Backbone):
         self._sha256: str | None = None
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(init_seed)
-            if self.checkpoint and pretrained:
-                self.model = self._create_from_local_hub_file(img_size)
+            # Hub weights with no network: the copy timm cached, or a message saying what to do
+            # (at once; timm's download retried for about a minute).
+            local = self.checkpoint if self.checkpoint else (
+                pretrained and offline_weights(model_name, timm.models.get_pretrained_cfg(model_name)))
+            if pretrained and local:
+                self.model = self._create_from_local_hub_file(img_size, local)
             else:
                 self.model = self._create(pretrained, img_size)
         if self.checkpoint and not pretrained:
@@ -150,13 +155,14 @@ class TimmBackbone(Backbone):
                     raise
         return timm.create_model(self.model_name, **kwargs)
 
-    def _create_from_local_hub_file(self, img_size: int | None) -> torch.nn.Module:
-        """``pretrained=true`` with a local file: timm's pretrained loading (its checkpoint
-        filter included) from the file's state dict, never from the network, and strict: the
-        classifier (dropped for ``num_classes=0``) is the only thing left out."""
-        if not self.checkpoint.is_file():
-            raise FileNotFoundError(f"backbone checkpoint not found: {self.checkpoint} (set backbone.checkpoint)")
-        state = timm.models.load_state_dict(str(self.checkpoint))
+    def _create_from_local_hub_file(self, img_size: int | None, path: Path) -> torch.nn.Module:
+        """``pretrained=true`` with a local file (``checkpoint``, or timm's cached copy when the
+        hub cannot be reached): timm's pretrained loading (its checkpoint filter included) from
+        the file's state dict, never from the network, and strict: the classifier (dropped for
+        ``num_classes=0``) is the only thing left out."""
+        if not path.is_file():
+            raise FileNotFoundError(f"backbone checkpoint not found: {path} (set backbone.checkpoint)")
+        state = timm.models.load_state_dict(str(path))
         cfg = timm.models.get_pretrained_cfg(self.model_name)
         classifiers = (cfg.classifier,) if isinstance(cfg.classifier, str) else tuple(cfg.classifier or ())
         for head in classifiers:
@@ -169,7 +175,7 @@ class TimmBackbone(Backbone):
             model = self._create(True, img_size, pretrained_cfg_overlay=overlay)
         except RuntimeError as err:
             raise RuntimeError(
-                f"{self.checkpoint} does not fit backbone.model_name={self.model_name} as a local copy of "
+                f"{path} does not fit backbone.model_name={self.model_name} as a local copy of "
                 f"its timm hub weights (backbone.pretrained=true): {err}. For a release checkpoint in "
                 "another format set backbone.pretrained=false with backbone.checkpoint_key, "
                 "backbone.drop_prefixes and backbone.key_map.") from err

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from hydra.errors import InstantiationException
+from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from sealab.console import UserError
@@ -83,7 +84,8 @@ def record_failure(run_dir: Path, err: BaseException, config: DictConfig, hydra:
     traceback in the job's log. A failure to write (a full disk) is logged, not raised over ``err``."""
     hydra = config.hydra if hydra is None else hydra
     error = error_line(err)
-    log.error("%s: %s", status, error)
+    if not (isinstance(err, UserError) and hydra.get("mode") == RunMode.RUN):  # Hydra prints that one last
+        log.error("%s: %s", status, error)
     try:
         log_traceback(err, Path(run_dir) / f"{hydra.job.name}.log", status)
         atomic_write_json(Path(run_dir) / FAILED, {**job_identity(config, hydra), "status": status, "error": error})
