@@ -361,3 +361,21 @@ def test_a_sweep_without_wandb_writes_no_report(sweep, tmp_path, monkeypatch):
     callback.on_multirun_end(config)
     assert (root / "summary.md").is_file() and not (root / "report.md").exists()
     assert not loggers.is_wandb(config.logger)
+
+
+def test_variants_without_a_validation_score_are_left_out_and_named(tmp_path):
+    # fit_on=trainval keeps no val split: SeA's two etas cannot be chosen between, so SeA is not
+    # reported rather than reported by its best test score; linear, one variant, needs no choice.
+    for seed in range(2):
+        for method, eta, value in (("linear", None, 0.70), ("sea", 0.3, 0.72), ("sea", 0.8, 0.90)):
+            run = tmp_path / f"{method}{eta}{seed}"
+            run.mkdir()
+            (run / "metrics.json").write_text(json.dumps({
+                "dataset": "a", "backbone": "bb", "method": method, "seed": seed,
+                "metrics": {"test/top1": value + seed / 100}, "primary_metric": "test/top1", "fit_seconds": 1.0,
+                "overrides": [], "config": {"fit_on": "trainval", "method": {"name": method, "eta": eta}}}))
+    report = build_report(collect(tmp_path))
+    assert list(report.scores["method"].unique()) == ["linear"] and report.differences.empty
+    text = to_markdown(report)
+    assert "Left out, no validation score to choose a variant on (fit_on=trainval): sea on a." in text
+    assert "No method to compare with linear on bb." in text and "90.00" not in text
