@@ -73,6 +73,12 @@ class Task(ABC):
                    reduction: str = "mean") -> torch.Tensor:
         """d loss / d logits. ``reduction="sum"`` drops the averaging factor."""
 
+    def loss_and_logit_grad(self, logits: torch.Tensor, y: torch.Tensor, lamda: float,
+                            delta: float) -> tuple[torch.Tensor, torch.Tensor]:
+        """``loss`` and its ``logit_grad`` (mean reduction) together: the probe's training step
+        needs both, and a task may share their work."""
+        return self.loss(logits, y, lamda, delta), self.logit_grad(logits, y, lamda, delta)
+
     @abstractmethod
     def metrics(self, scores: torch.Tensor, y: torch.Tensor) -> dict[str, float]:
         """Every metric of ``metric_names``, as fractions in [0, 1]."""
@@ -118,6 +124,13 @@ class MultiClass(Task):
         t = self.targets(y, logits.dtype)
         grad = torch.softmax(self._scaled(logits, t, lamda, delta), dim=1) - t
         return grad / len(logits) if reduction == "mean" else grad
+
+    def loss_and_logit_grad(self, logits, y, lamda, delta):
+        # One log-softmax gives both: CE = -sum(t * log p) / B, d CE / d logits = (p - t) / B.
+        t = self.targets(y, logits.dtype)
+        log_p = torch.log_softmax(self._scaled(logits, t, lamda, delta), dim=1)
+        loss = (log_p * t).sum() * (-lamda / len(logits))
+        return loss, log_p.exp_().sub_(t).div_(len(logits))
 
     def metrics(self, scores, y):
         return multiclass_metrics(scores, y, self.num_classes)

@@ -14,7 +14,7 @@ from omegaconf import OmegaConf
 
 from sealab.heads.linear import LinearHead
 from sealab.methods.probe import LinearProbe
-from sealab.task import MultiClass
+from sealab.task import MultiClass, make_task
 
 N, D, C, BATCH, EPOCHS, SEED = 150, 12, 4, 32, 4, 0  # 150 = 4 x 32 + 22: a short last batch
 LAMDA, DELTA, ALPHA = 0.1, 0.1, 0.1
@@ -125,3 +125,24 @@ def test_every_head_of_a_grid_trains_as_its_reference_loop():
         values = candidate.values
         reference = reference_loop(x, y, clean_sea, eta=values["augmenter.eta"], lr=values["optimizer.lr"])
         torch.testing.assert_close(candidate.scorer.weight, reference, rtol=1e-4, atol=2e-5, msg=str(values))
+
+
+@pytest.mark.parametrize("kind", ["hard", "soft", "multilabel"])
+@pytest.mark.parametrize("delta", [0.0, 0.2])
+def test_the_step_loss_and_gradient_are_the_loss_and_its_autograd_gradient(kind, delta):
+    """The closed-form step takes the loss and d loss / d logits from one computation."""
+    gen = torch.Generator().manual_seed(1)
+    logits = torch.randn(9, C, generator=gen, dtype=torch.float64) * 3
+    if kind == "multilabel":
+        y = torch.randint(-1, 2, (9, C), generator=gen)  # -1: ignored entries
+    elif kind == "soft":
+        y = torch.softmax(torch.randn(9, C, generator=gen, dtype=torch.float64), dim=1)
+    else:
+        y = torch.randint(C, (9,), generator=gen)
+    task = make_task(C, multilabel=kind == "multilabel")
+    leaf = logits.clone().requires_grad_(True)
+    expected = task.loss(leaf, y, LAMDA, delta)
+    (grad,) = torch.autograd.grad(expected, leaf)
+    loss, logit_grad = task.loss_and_logit_grad(logits, y, LAMDA, delta)
+    torch.testing.assert_close(loss, expected.detach(), rtol=1e-12, atol=1e-14)
+    torch.testing.assert_close(logit_grad, grad, rtol=1e-12, atol=1e-14)

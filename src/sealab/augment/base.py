@@ -51,19 +51,32 @@ class Augmented:
             return self.mixing @ clean_logits
         return clean_logits if self.features is None else head(self.features)
 
+    def weight_grad_factors(self, logit_grad: torch.Tensor, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(A, F)`` with ``A @ F`` the weight gradient ``logit_grad^T (augmented batch)``. With
+        a mixing matrix ``A = logit_grad^T M`` (C x B x B) and ``F`` the clean batch: no B x d
+        product, and heads whose ``F`` is the clean batch share one product."""
+        if self.mixing is not None:
+            return logit_grad.T @ self.mixing, x
+        return logit_grad.T, x if self.features is None else self.features
+
 
 class FeatureAugmenter(nn.Module):
     """Decides, under ``torch.no_grad()``, how a training batch of normalised features is
-    augmented for one head (``plan``); the result is a constant for the update. ``loss`` is the
-    training loss on the augmented logits; augmenters that change the loss itself (ISDA)
-    override it."""
+    augmented for one head (``plan``); the result is a constant for the update.
+    ``loss_and_grad`` gives the training loss on the augmented batch and its weight gradient
+    in closed form; augmenters that change the loss itself (ISDA) override it."""
 
     def plan(self, batch: SharedBatch, logits: torch.Tensor, head: LinearHead) -> Augmented:
         """``logits`` are ``head(batch.x)``, which the probe has computed already."""
         raise NotImplementedError
 
-    def loss(self, logits: torch.Tensor, targets: torch.Tensor, head: LinearHead) -> torch.Tensor:
-        return head.loss(logits, targets)
+    def loss_and_grad(self, plan: Augmented, logits: torch.Tensor, x: torch.Tensor,
+                      head: LinearHead) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """``(loss, A, F)``: the head's loss on the augmented batch and its weight gradient as
+        ``A @ F`` (``plan.weight_grad_factors``); ``F`` None means ``A`` is the gradient itself.
+        ``logits`` are the clean batch's, ``x`` the clean batch."""
+        loss, logit_grad = head.loss_and_logit_grad(plan.logits(logits, head), plan.targets)
+        return loss, *plan.weight_grad_factors(logit_grad, x)
 
     @torch.no_grad()
     def augment(self, x: torch.Tensor, y: torch.Tensor, head: LinearHead) -> tuple[torch.Tensor, torch.Tensor]:

@@ -81,5 +81,12 @@ class ISDA(FeatureAugmenter):
         quad = ((diff @ self.estimator.cov) * diff).sum(dim=-1)
         return logits + 0.5 * self.strength * quad[y]
 
-    def loss(self, logits, targets, head):
+    def loss(self, logits: torch.Tensor, targets: torch.Tensor, head: LinearHead) -> torch.Tensor:
         return head.loss(self.augmented_logits(logits, targets, head), targets)
+
+    def loss_and_grad(self, plan, logits, x, head):
+        # The loss depends on W beyond the logits (the covariance term): autograd gives dL/dW.
+        with torch.enable_grad():
+            loss = self.loss(head(x), plan.targets, head)
+            (grad,) = torch.autograd.grad(loss, head.weight)
+        return loss.detach(), grad, None

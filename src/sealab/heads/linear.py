@@ -37,6 +37,10 @@ class LinearHead(nn.Module):
     def loss(self, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         return self.task.loss(logits, y, self.lamda, self.delta)
 
+    def loss_and_logit_grad(self, logits: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The loss and d loss / d logits, computed together (the probe's training step)."""
+        return self.task.loss_and_logit_grad(logits, y, self.lamda, self.delta)
+
     def logit_grad(self, logits: torch.Tensor, y: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
         """d loss / d logits. ``reduction="sum"`` drops the averaging factor (1/B, or 1/kept
         entries when multi-label)."""

@@ -107,8 +107,9 @@ class ProbeModule(HeadModule):
 
     The hot loop is plain PyTorch: one Lightning step is a whole epoch of optimiser steps
     (manual optimisation, the data module's ``WholeEpochs``), so Lightning's per-batch hooks,
-    logging and bookkeeping run once per epoch. Per step: the losses, one backward, the raw
-    optimizer's step, and one in-place sum of the losses for the epoch's mean."""
+    logging and bookkeeping run once per epoch. Per step: the losses and closed-form weight
+    gradients (``step``), the raw optimizer's step, and one in-place sum of the losses for
+    the epoch's mean."""
 
     def __init__(self, specs: list[HeadSpec], heads: list[LinearHead],
                  scheduler: Callable[..., Any] | None = None):
@@ -116,7 +117,6 @@ class ProbeModule(HeadModule):
         self.automatic_optimization = False
         self.specs, self.scheduler_factory = specs, scheduler
         self.augmenters = nn.ModuleList([s.augmenter for s in specs if s.augmenter is not None])
-        self.plain = all(s.augmenter is None for s in specs)
         self._epoch_losses: torch.Tensor | None = None  # each head's example-weighted mean
 
     def head_scores(self, x: torch.Tensor) -> torch.Tensor:
@@ -127,33 +127,40 @@ class ProbeModule(HeadModule):
         k, c, d = weights.shape
         return (x @ weights.reshape(k * c, d).T).view(len(x), k, c)
 
-    def step_losses(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        """Every head's training loss on the batch (K, or a scalar for one head)."""
-        if len(self.heads) == 1 and self.plain:
-            head = self.heads[0]
-            return head.loss(head(x), y)
-        logits = self.head_scores(x)
+    def step(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """Every head's loss on the batch (K, or a scalar for one head), with its weight gradient
+        put in ``.grad`` in closed form (no autograd graph: the head is linear). Heads whose
+        gradient is ``A_k @ x`` (plain, or a mixing matrix: SeA, mixup) share one product."""
+        logits = [x @ self.heads[0].weight.T] if len(self.heads) == 1 else self.head_scores(x).unbind(1)
         shared = SharedBatch(x, y)
-        losses = []
-        # unbind: one backward for all heads' slices (indexing each would zero-fill B x K x C per head)
-        for spec, head, clean in zip(self.specs, self.heads, logits.unbind(1)):
+        losses, on_x, on_x_heads = [], [], []
+        for spec, head, clean in zip(self.specs, self.heads, logits):
             if spec.augmenter is None:
-                losses.append(head.loss(clean, y))
-                continue
-            with torch.no_grad():
-                plan = spec.augmenter.plan(shared, clean.detach(), head)
-            losses.append(spec.augmenter.loss(plan.logits(clean, head), plan.targets, head))
+                loss, logit_grad = head.loss_and_logit_grad(clean, y)
+                factor, features = logit_grad.T, x
+            else:
+                plan = spec.augmenter.plan(shared, clean, head)
+                loss, factor, features = spec.augmenter.loss_and_grad(plan, clean, x, head)
+            losses.append(loss)
+            if features is x:
+                on_x.append(factor)
+                on_x_heads.append(head)
+            else:
+                head.weight.grad = factor if features is None else factor @ features
+        if on_x:
+            grads = (on_x[0] if len(on_x) == 1 else torch.cat(on_x)) @ x
+            for head, grad in zip(on_x_heads, grads.split(len(on_x[0]))):
+                head.weight.grad = grad
         return losses[0] if len(losses) == 1 else torch.stack(losses)
 
     def training_step(self, batches: BlockShuffledBatches, batch_idx: int) -> None:
         optimizer = self.optimizers(use_pl_optimizer=False)  # the raw one: no per-step hooks
         total = torch.zeros(len(self.heads), device=self.device)
-        for x, y in batches:
-            losses = self.step_losses(x, y)
-            optimizer.zero_grad()
-            losses.sum().backward()
-            optimizer.step()
-            total.add_(losses.detach(), alpha=len(y))
+        with torch.no_grad():
+            for x, y in batches:
+                losses = self.step(x, y)
+                optimizer.step()
+                total.add_(losses, alpha=len(y))
         self._epoch_losses = total / max(batches.examples, 1)
 
     def on_train_epoch_start(self) -> None:
