@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 from hydra.errors import InstantiationException
 
-from sealab.console import (UserError, as_user_error, filter_known_warnings, job_console, quiet_lightning,
+from sealab.console import (UserError, as_user_error, command_line_problem, filter_known_warnings, job_console,
+                            quiet_lightning,
                             written_for_the_user)
 from sealab.rules import integer, validate
 from sealab.sweep.outcome import error_line
@@ -102,3 +103,24 @@ def test_known_deprecation_warnings_are_filtered_by_message_and_module():
     assert issue(leaf, "sealab.features.batches") == [leaf]  # the same call elsewhere still shows
     assert issue("something else is deprecated", "lightning.pytorch.utilities._pytree") == [
         "something else is deprecated"]
+
+
+@pytest.mark.parametrize("argv, fix", [
+    (["trainer=cpu"], "use device=cpu"),
+    (["-m", "seed=0,1", "trainer=gpu"], "use device=cuda"),
+    (["+trainer=default,cpu"], "use device=cpu"),
+])
+def test_an_old_choice_names_its_replacement(argv, fix):
+    assert fix in command_line_problem(argv)
+
+
+def test_a_choice_whose_plugin_is_missing_names_the_install(monkeypatch):
+    import importlib.util
+
+    missing = {"hydra_plugins.hydra_optuna_sweeper"}
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name in missing else real(name, *a))
+    for argv in (["hparams_search=sea_optuna", "dataset=dtd"], ["-m", "hydra/sweeper=optuna"]):
+        assert command_line_problem(argv).endswith("(hydra_plugins.hydra_optuna_sweeper): pip install 'sealab[launchers]'")
+    assert command_line_problem(["-m", "hydra/launcher=joblib", "method=linear,sea", "device=cpu"]) is None  # installed
+    assert command_line_problem(["method=sea", "trainer=default", "--cfg", "job"]) is None

@@ -90,6 +90,28 @@ def test_unknown_choice_fails_with_the_available_options(tmp_path):
     assert "Available options" in proc.stderr and "sea" in proc.stderr
 
 
+def sealab_train(tmp_path, *args) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "sealab.train", *args], capture_output=True, text=True,
+                          cwd=tmp_path, env={**os.environ, "SEALAB_ROOT": str(tmp_path)}, timeout=300)
+
+
+def test_old_choices_and_missing_plugins_name_their_fix(tmp_path):
+    for args, fix in ((["trainer=cpu"], "use device=cpu"), (["-m", "seed=0,1", "trainer=gpu"], "use device=cuda"),
+                      (["-m", "hydra/launcher=ray", "method=linear"], "pip install 'sealab[launchers]'")):
+        proc = sealab_train(tmp_path, *args)
+        assert proc.returncode == 1 and fix in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
+    assert not (tmp_path / "multirun").exists()  # stopped before any sweep began
+
+
+def test_help_opens_with_the_common_commands_then_the_config_groups(tmp_path):
+    text = sealab_train(tmp_path, "--help").stdout
+    assert text.startswith("sealab-train: ")
+    header = text[:text.index("== Configuration groups ==")]
+    for command in ("sealab-train   ", "sealab-train -m ", "method.grid=", "sealab-summary ", "--cfg job"):
+        assert command in header
+    assert "powered by Hydra" not in text and "method: finetune, gda" in text
+
+
 def test_wandb_logger_runs_offline(tmp_path):
     run_train(tmp_path, "logger=wandb", "method=linear", "method.epochs=2")
     (metrics,) = metrics_files(tmp_path / "outputs")

@@ -139,3 +139,44 @@ def job_console() -> Iterator[None]:
                 logging.getLogger(name).log(first.levelno, "%s [repeated %d more time(s) in this job; each is in "
                                             "the job's log file]", first.getMessage(), count,
                                             extra={"repeat_count": True})
+
+
+# Choices that existed before, or that people guess, and what to write instead.
+RENAMED_CHOICES = {
+    ("trainer", "cpu"): "device=cpu (the device is a top-level setting; trainer.* holds Lightning's others)",
+    ("trainer", "gpu"): "device=cuda (or cuda:N; the device is a top-level setting, devices=N runs N processes)",
+}
+# Choices whose configs or classes come from a Hydra plugin: the module it installs.
+PLUGIN_CHOICES = {
+    ("hydra/launcher", "joblib"): "hydra_plugins.hydra_joblib_launcher",
+    ("hydra/launcher", "submitit_local"): "hydra_plugins.hydra_submitit_launcher",
+    ("hydra/launcher", "submitit_slurm"): "hydra_plugins.hydra_submitit_launcher",
+    ("hydra/launcher", "ray"): "hydra_plugins.hydra_ray_launcher",
+    ("hydra/sweeper", "optuna"): "hydra_plugins.hydra_optuna_sweeper",
+    ("hparams_search", "sea_optuna"): "hydra_plugins.hydra_optuna_sweeper",
+}
+INSTALL_PLUGINS = "pip install 'sealab[launchers]'"
+
+
+def _choices(argv: list[str]) -> Iterator[tuple[str, str, str]]:
+    """(group, choice, the argument) for each ``group=a,b`` override of the command line."""
+    for arg in argv:
+        if arg.startswith("-") or "=" not in arg:
+            continue
+        group, _, values = arg.partition("=")
+        for value in values.split(","):
+            yield group.lstrip("+~"), value.strip(), arg
+
+
+def command_line_problem(argv: list[str]) -> str | None:
+    """What is wrong with a choice on the command line that Hydra would refuse without saying
+    the fix: an old or guessed choice, a plugin that is not installed."""
+    from importlib.util import find_spec
+
+    for group, value, arg in _choices(argv):
+        if (group, value) in RENAMED_CHOICES:
+            return f"{arg}: there is no {group}={value}; use {RENAMED_CHOICES[group, value]}"
+        module = PLUGIN_CHOICES.get((group, value))
+        if module and find_spec(module) is None:
+            return f"{arg} needs a Hydra plugin that is not installed ({module}): {INSTALL_PLUGINS}"
+    return None

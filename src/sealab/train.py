@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import sys
 from pathlib import Path
 
 import hydra
@@ -10,7 +11,8 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
-from sealab.console import as_user_error, filter_known_warnings, job_console, quiet_lightning
+from sealab.console import (as_user_error, command_line_problem, filter_known_warnings, job_console,
+                            quiet_lightning)
 from sealab.interrupt import JobInterrupted, how_to_finish, stop_on_signals
 from sealab.sweep.objective import check_search_metric, objective
 from sealab.sweep.outcome import record_failure
@@ -30,8 +32,17 @@ register_job_dir_resolver()
 filter_known_warnings()
 
 
+def main() -> float | None:
+    """sealab-train: a choice Hydra would refuse without the fix (``trainer=cpu``, a launcher
+    whose plugin is missing) stops here, saying what to write instead."""
+    problem = command_line_problem(sys.argv[1:])
+    if problem:
+        sys.exit(problem)
+    return _task()
+
+
 @hydra.main(version_base="1.3", config_path=f"pkg://{CONFIG_MODULE}", config_name="train")
-def main(cfg: DictConfig) -> float | None:
+def _task(cfg: DictConfig) -> float | None:
     hydra_cfg = HydraConfig.get()
     run_dir = Path(hydra_cfg.runtime.output_dir)
     sweep_dir = Path(hydra_cfg.sweep.dir) if hydra_cfg.mode == RunMode.MULTIRUN else None
