@@ -31,3 +31,9 @@ bench: $(STAMP)
 
 clean:
 	rm -rf $(VENV) outputs .pytest_cache
+
+# Mutation testing of the numeric and bookkeeping core (configured in pyproject.toml's
+# [tool.mutmut]); writes docs/mutants.md and fails on a survivor neither killed nor explained.
+.PHONY: mutants
+mutants: $(STAMP)
+	nice $(BIN)/python tools/mutants.py --out docs/mutants.md
