@@ -15,7 +15,7 @@ LAYERS = [
     {"heads", "augment"},
     {"methods"},
     {"experiment", "report", "loggers"},
-    {"sweep", "train", "bench"},
+    {"sweep", "train", "bench", "estimators"},
 ]
 
 

@@ -28,7 +28,7 @@ from sealab.fileio import atomic_torch_save, atomic_write_json
 from sealab.heads.normalize import FeatureNormalizer
 from sealab.job import choice, task_overrides
 from sealab.loggers import log_results, run_logger
-from sealab.methods.base import Features, FitContext, ImageMethod, Method
+from sealab.methods.base import Features, FitContext, FitResult, ImageMethod, Method
 from sealab.report import git_sha, print_metrics, write_metrics
 from sealab.sweep.objective import check_metric_of_task
 from sealab.task import Task
@@ -36,7 +36,8 @@ from sealab.task import Task
 log = logging.getLogger(__name__)
 
 @torch.no_grad()
-def _scores(model: nn.Module, x: torch.Tensor, chunk: int = 8192) -> torch.Tensor:
+def class_scores(model: nn.Module, x: torch.Tensor, chunk: int = 8192) -> torch.Tensor:
+    """``model``'s scores of ``x`` (n x C), ``chunk`` rows at a time."""
     return torch.cat([model(x[i:i + chunk]) for i in range(0, len(x), chunk)])
 
 
@@ -63,11 +64,11 @@ def best_on_validation(metrics: list[dict[str, float]], key: str) -> int:
     return max(range(len(metrics)), key=lambda i: (metrics[i][key], -i))
 
 
-def _fit_and_score(method: Method, train: Features | StreamedFeatures, val: Features | None, test: Features,
-                   norm: str, ctx: FitContext) -> Fitted:
-    """Fit on ``train`` (normaliser included; a streamed split is normalised block by block) and
-    score val and test; of a grid, the head with the best validation primary metric wins (ties:
-    the first in grid order)."""
+def fit_normalized(method: Method, train: Features | StreamedFeatures, val: Features | None, norm: str,
+                   ctx: FitContext) -> tuple[FeatureNormalizer, FitResult, float]:
+    """The normaliser fitted on ``train`` (a streamed split: block by block), the method fitted on
+    the normalised splits, and the method's fit time: what a run trains, and what sealab's
+    scikit-learn estimators (sealab.estimators) train."""
     if isinstance(train, StreamedFeatures):
         normalizer = FeatureNormalizer(norm).fit_rows(train.rows, train.block_rows)
         fit_train = train.with_transform(normalizer.normalize_)
@@ -76,13 +77,20 @@ def _fit_and_score(method: Method, train: Features | StreamedFeatures, val: Feat
         fit_train = (normalizer(train[0]), train[1])
     start = time.perf_counter()
     result = method.fit(fit_train, None if val is None else (normalizer(val[0]), val[1]), ctx)
-    fit_seconds = time.perf_counter() - start
+    return normalizer, result, time.perf_counter() - start
+
+
+def _fit_and_score(method: Method, train: Features | StreamedFeatures, val: Features | None, test: Features,
+                   norm: str, ctx: FitContext) -> Fitted:
+    """Fit on ``train`` (``fit_normalized``) and score val and test; of a grid, the head with the
+    best validation primary metric wins (ties: the first in grid order)."""
+    normalizer, result, fit_seconds = fit_normalized(method, train, val, norm, ctx)
     # Val is scored here unless the method measured it before training on it.
     scored = {"test": test} if val is None or result.val_metrics else {"val": val, "test": test}
 
     def score(scorer: nn.Module) -> tuple[nn.Module, dict[str, float]]:
         classifier = nn.Sequential(normalizer, scorer).cpu().eval()
-        metrics = split_metrics({s: (_scores(classifier, x), y) for s, (x, y) in scored.items()}, ctx.task)
+        metrics = split_metrics({s: (class_scores(classifier, x), y) for s, (x, y) in scored.items()}, ctx.task)
         return classifier, {**result.val_metrics, **metrics}
 
     if not result.candidates:
