@@ -65,9 +65,9 @@ def test_direction_weights_use_the_autograd_gradient(mode):
 def test_gradient_dots_equal_products_of_the_autograd_gradient(reduction):
     x, y, head = make_batch(b=9, d=20)
     grad = autograd_input_grad(head, x, y) * (len(x) if reduction == "sum" else 1)
-    dots, norms = gradient_dots(head, head(x), y, reduction)
+    dots, norms_sq = gradient_dots(head, head(x), y, reduction)
     torch.testing.assert_close(dots, grad @ x.T)
-    torch.testing.assert_close(norms, grad.norm(dim=1))
+    torch.testing.assert_close(norms_sq, grad.norm(dim=1) ** 2)
 
 
 def test_faithful_matches_published_update_float32():

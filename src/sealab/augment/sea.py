@@ -17,15 +17,20 @@ from sealab.rules import one_of, positive, validate
 
 def gradient_dots(head: LinearHead, logits: torch.Tensor, y: torch.Tensor,
                   reduction: str) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(g_i . x_j)`` (B x B) and ``||g_i||`` (B) for ``g = d loss / d x``, without forming ``g``.
+    """``(g_i . x_j)`` (B x B) and ``||g_i||^2`` (B) for ``g = d loss / d x``, without forming ``g``.
 
     With ``r = d loss / d logits`` (B x C) and ``g_i = W^T r_i``: ``g_i . x_j = r_i . (W x_j)``
     reuses the logits, and ``||g_i||^2 = r_i^T (W W^T) r_i`` needs only the C x C Gram matrix,
     which saves the two B x d products of the direct route. ``logits`` are ``head(x)``.
     """
     r = head.logit_grad(logits, y, reduction)
-    norms = ((r @ (head.weight @ head.weight.T)) * r).sum(dim=1).clamp_min(0).sqrt()
-    return r @ logits.T, norms
+    return r @ logits.T, ((r @ (head.weight @ head.weight.T)) * r).sum(dim=1)
+
+
+def normalized_scores(dots: torch.Tensor, norms_sq: torch.Tensor, floor_sq: float, alpha: float) -> torch.Tensor:
+    """``dots_ij / (alpha max(||g_i||, sqrt(floor_sq)))``, in place of ``dots``: one rsqrt of the
+    clamped squares, scaled by ``1 / alpha``, then one product (few kernels per step)."""
+    return dots.mul_(norms_sq.clamp_min(floor_sq).rsqrt_().mul_(1 / alpha)[:, None])
 
 
 class CleanNumerics:
@@ -35,8 +40,10 @@ class CleanNumerics:
 
     reduction = "sum"
 
-    def weights(self, dots, norms, alpha, allowed):
-        return span_softmax(dots / norms.clamp_min(torch.finfo(dots.dtype).tiny)[:, None] / alpha, allowed)
+    def weights(self, dots, norms_sq, alpha, allowed):
+        # A gradient shorter than sqrt(tiny) (~1e-19 in float32) is zero up to rounding: the floor
+        # keeps its dots (zeros) finite.
+        return span_softmax(normalized_scores(dots, norms_sq, torch.finfo(dots.dtype).tiny, alpha), allowed)
 
     def moved(self, allowed, x):
         return rows_with_partners(allowed, len(x), x.device)
@@ -49,12 +56,12 @@ class PublishedNumerics:
 
     reduction = "mean"
 
-    def weights(self, dots, norms, alpha, allowed):
+    def weights(self, dots, norms_sq, alpha, allowed):
         if allowed is not None:
             raise ValueError("the reference code has no restricted span (same-class SeA): use mode=clean")
-        q = torch.softmax(dots / norms.clamp_min(NORMALIZE_EPS)[:, None] / alpha, dim=1)
-        q = q - torch.diag_embed(torch.diagonal(q))
-        return q / q.sum(dim=1, keepdim=True)
+        q = torch.softmax(normalized_scores(dots, norms_sq, NORMALIZE_EPS**2, alpha), dim=1)
+        q.diagonal().zero_()  # q - diag(q): exact zeros
+        return q.div_(q.sum(dim=1, keepdim=True))
 
     def moved(self, allowed, x):
         return None
@@ -81,8 +88,8 @@ class SeA(SpanStep):
         self.alpha, self.mode, self.numerics = alpha, mode, NUMERICS[mode]
 
     def weights(self, batch, logits, head, allowed):
-        dots, norms = gradient_dots(head, logits, batch.y, self.numerics.reduction)
-        return self.numerics.weights(dots, norms, self.alpha, allowed)
+        dots, norms_sq = gradient_dots(head, logits, batch.y, self.numerics.reduction)
+        return self.numerics.weights(dots, norms_sq, self.alpha, allowed)
 
     def moved(self, allowed, x):
         return self.numerics.moved(allowed, x)

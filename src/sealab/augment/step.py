@@ -74,13 +74,14 @@ def span_mixing(q: torch.Tensor, gram: torch.Tensor, eta: float, moved: torch.Te
     so it costs B x B x B work, not B x B x d. Lengths are clamped at F.normalize's eps.
     """
     qg = q @ gram
-    span_sq = (qg * q).sum(dim=1).clamp_min(0)  # ||(Q X)_i||^2
-    span_len = span_sq.sqrt().clamp_min(NORMALIZE_EPS)
-    # ||x_i + eta d_i||^2 with d_i = (Q X)_i / span_len_i
-    step_sq = gram.diagonal() + 2 * eta * qg.diagonal() / span_len + eta**2 * span_sq / span_len**2
-    mixing = q * (eta / span_len)[:, None]
-    mixing.diagonal().add_(1)
-    mixing /= step_sq.clamp_min(0).sqrt().clamp_min(NORMALIZE_EPS)[:, None]
+    span_sq = (qg * q).sum(dim=1)  # ||(Q X)_i||^2
+    # 1 / max(||v||, eps) as one rsqrt of max(||v||^2, eps^2): fewer kernels per step
+    c = span_sq.clamp_min(NORMALIZE_EPS**2).rsqrt_().mul_(eta)  # eta / ||(Q X)_i||
+    # ||x_i + eta d_i||^2 = G_ii + c (2 (QG)_ii + c ||(Q X)_i||^2), d_i = (Q X)_i / ||(Q X)_i||
+    step_sq = torch.addcmul(qg.diagonal(), c, span_sq, value=0.5).mul_(2 * c).add_(gram.diagonal())
+    inv_step = step_sq.clamp_min_(NORMALIZE_EPS**2).rsqrt_()
+    mixing = q * (c * inv_step)[:, None]
+    mixing.diagonal().add_(inv_step)
     if moved is not None:
         mixing = torch.where(moved[:, None], mixing, torch.eye(len(q), dtype=q.dtype, device=q.device))
     return mixing
