@@ -379,3 +379,16 @@ def test_variants_without_a_validation_score_are_left_out_and_named(tmp_path):
     text = to_markdown(report)
     assert "Left out, no validation score to choose a variant on (fit_on=trainval): sea on a." in text
     assert "No method to compare with linear on bb." in text and "90.00" not in text
+
+
+def test_runs_that_share_no_seed_are_not_paired(tmp_path):
+    for method, seed in (("linear", 0), ("sea", 1)):
+        run = tmp_path / method
+        run.mkdir()
+        (run / "metrics.json").write_text(json.dumps({
+            "dataset": "a", "backbone": "bb", "method": method, "seed": seed,
+            "metrics": {"test/top1": 0.5, "val/top1": 0.5}, "primary_metric": "test/top1", "fit_seconds": 1.0,
+            "overrides": []}))
+    report = build_report(collect(tmp_path))
+    assert report.headline("bb") == "SeA and linear share no seed on bb: no difference."
+    assert "| Δ sea − linear |  |  | 0/0/0 |" in to_markdown(report)

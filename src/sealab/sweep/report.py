@@ -51,8 +51,9 @@ class Report:
     """The numbers of the table, in points (percent), one row per cell:
 
     - ``scores``: backbone, dataset (or ``Average``), metric, method, mean, std, n (seeds);
-    - ``differences``: backbone, dataset (or ``Average``), method, delta, std, pairs (seeds both
-      ran), p (paired t-test; NaN below two pairs or when every pair differs alike), significant;
+    - ``differences``: backbone, dataset (or ``Average``), method, delta, delta_std, pairs (seeds
+      both ran), p (paired t-test; NaN below two pairs or when every pair differs alike),
+      significant;
     - ``comparable``: backbone, dataset, method, comparable (to fine-tuning), empty without it;
     - ``chosen``: the variant of each method, dataset and backbone chosen on validation (None:
       no validation score to choose on).
@@ -104,7 +105,7 @@ class Report:
 
     def headline(self, backbone: str) -> str:
         """One sentence in the paper's words, e.g. "SeA is +2.1 pt over linear on average (wins 3,
-        ties 8, losses 0 of 11 datasets); comparable to fine-tuning on 6 of 11."."""
+        ties 8, losses 0 of 11); comparable to fine-tuning on 6 of 11."."""
         compared = [m for m in self.compared(backbone) if m != FINETUNE]
         if not compared:
             return (f"No method to compare with {self.baseline} on {backbone}"
@@ -112,6 +113,8 @@ class Report:
         method = HEADLINE_METHOD if HEADLINE_METHOD in compared else compared[0]
         d = self.differences
         average = d[(d["backbone"] == backbone) & (d["method"] == method) & (d["dataset"] == AVERAGE)].iloc[0]
+        if math.isnan(average["delta"]):
+            return f"{PAPER_NAMES.get(method, method)} and {self.baseline} share no seed on {backbone}: no difference."
         wins, ties, losses = self.wins_ties_losses(backbone, method)
         n_datasets = len(self.datasets(backbone))
         over = "" if wins + ties + losses == n_datasets else f" over {wins + ties + losses} of {n_datasets} datasets"
