@@ -171,6 +171,9 @@ def test_constant_differences_are_not_tested_and_count_as_ties(tmp_path):
     got = row(report.differences, dataset="a", method="sea")
     assert got["delta"] == pytest.approx(1.0) and math.isnan(got["p"]) and not got["significant"]
     assert report.wins_ties_losses("bb", "sea") == (0, 1, 0)
+    assert report.headline("bb") == "SeA is +1.0 pt over linear on average (wins 0, ties 1, losses 0 of 1)."
+    assert build_report(collect(tmp_path), baseline="sea").headline("bb") == (
+        "linear is 1.0 pt below sea on average (wins 0, ties 1, losses 0 of 1).")
 
 
 def test_win_tie_loss_comparable_and_the_headline(report, truth):

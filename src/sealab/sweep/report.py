@@ -118,8 +118,9 @@ class Report:
         wins, ties, losses = self.wins_ties_losses(backbone, method)
         n_datasets = len(self.datasets(backbone))
         over = "" if wins + ties + losses == n_datasets else f" over {wins + ties + losses} of {n_datasets} datasets"
-        sentence = (f"{PAPER_NAMES.get(method, method)} is {average['delta']:+.1f} pt over {self.baseline} on "
-                    f"average{over} (wins {wins}, ties {ties}, losses {losses} of {wins + ties + losses})")
+        gap = f"{average['delta']:+.1f} pt over" if average["delta"] >= 0 else f"{-average['delta']:.1f} pt below"
+        sentence = (f"{PAPER_NAMES.get(method, method)} is {gap} {self.baseline} on average{over} "
+                    f"(wins {wins}, ties {ties}, losses {losses} of {wins + ties + losses})")
         k, n = self.comparable_count(backbone, method)
         return sentence + (f"; comparable to fine-tuning on {k} of {n}." if n else ".")
 
