@@ -8,14 +8,14 @@ import pytest
 
 SRC = Path(__file__).resolve().parents[1] / "src" / "sealab"
 LAYERS = [
-    {"metrics", "task", "fileio", "device", "checks", "job", "distributed"},
+    {"rules", "settings", "objective", "metrics", "task", "fileio", "device", "checks", "job", "distributed"},
     {"data"},
     {"backbones"},
     {"features"},
     {"heads", "augment"},
     {"methods"},
     {"experiment", "report", "loggers"},
-    {"sweep", "train", "bench", "estimators"},
+    {"sweep", "train", "interrupt", "console", "bench", "estimators"},
 ]
 
 

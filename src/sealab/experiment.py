@@ -30,7 +30,7 @@ from sealab.job import choice, task_overrides
 from sealab.loggers import log_results, run_logger
 from sealab.methods.base import Features, FitContext, FitResult, ImageMethod, Method
 from sealab.report import git_sha, print_metrics, write_metrics
-from sealab.sweep.objective import check_metric_of_task
+from sealab.objective import check_metric_of_task
 from sealab.task import Task
 
 log = logging.getLogger(__name__)

@@ -14,7 +14,7 @@ from omegaconf import DictConfig
 from sealab.console import (as_user_error, command_line_problem, filter_known_warnings, job_console,
                             quiet_lightning)
 from sealab.interrupt import JobInterrupted, how_to_finish, stop_on_signals
-from sealab.sweep.objective import check_search_metric, objective
+from sealab.objective import check_search_metric, objective
 from sealab.sweep.outcome import record_failure
 from sealab.sweep.resume import register_job_dir_resolver
 

@@ -24,7 +24,7 @@ from omegaconf import OmegaConf
 from sealab.data.errors import DatasetChecksumError
 from sealab.interrupt import JobInterrupted, how_to_finish, stop_on_signals
 from sealab.sweep.composition import composition_report
-from sealab.sweep.objective import check_metric_of_task
+from sealab.objective import check_metric_of_task
 from sealab.sweep.outcome import FAILED, error_line, record_failure, reported_error
 from sealab.sweep.plan import planned_jobs
 from sealab.sweep.summary import failures, summarize

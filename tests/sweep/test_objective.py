@@ -2,7 +2,7 @@
 
 import pytest
 
-from sealab.sweep.objective import check_search_metric, objective
+from sealab.objective import check_search_metric, objective
 
 RECORD = {"primary_metric": "test/mean_per_class",
           "metrics": {"val/top1": 0.7, "val/mean_per_class": 0.6, "test/top1": 0.9, "test/mean_per_class": 0.8}}
