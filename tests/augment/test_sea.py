@@ -5,6 +5,7 @@ import torch
 import torch.nn.functional as F
 from helpers import fit_context, make_batch
 
+from sealab.augment.base import SharedBatch
 from sealab.augment.sea import SeA, gradient_dots
 from sealab.augment.step import span_mixing
 from sealab.heads.linear import LinearHead
@@ -160,6 +161,9 @@ def test_span_mixing_matrix_moves_features_like_the_direct_formula(eta):
     q = torch.softmax(torch.randn(7, 7, generator=gen, dtype=torch.float64), dim=1)
     q[2] = 0  # a row with no direction: F.normalize leaves it 0, the step is x alone
     moved = torch.tensor([True, True, True, False, True, True, True])
-    direct = F.normalize(x + eta * F.normalize(q @ x, dim=1), dim=1)
-    direct[~moved] = x[~moved]
-    torch.testing.assert_close(span_mixing(q, x @ x.T, eta, moved) @ x, direct, rtol=1e-12, atol=1e-12)
+    for d in (5, 9):  # below the batch size (from Q X) and above it (from the Gram matrix)
+        xd = torch.cat([x, x[:, :d - 5]], dim=1)
+        direct = F.normalize(xd + eta * F.normalize(q @ xd, dim=1), dim=1)
+        direct[~moved] = xd[~moved]
+        torch.testing.assert_close(span_mixing(q, SharedBatch(xd, None), eta, moved) @ xd, direct,
+                                   rtol=1e-12, atol=1e-12)

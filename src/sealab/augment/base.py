@@ -15,15 +15,31 @@ AUGMENTER = "method.augmenter."
 
 
 class SharedBatch:
-    """A clean training batch and what the augmenters of every head may share: its Gram
-    matrix ``X X^T``, computed at most once per batch."""
+    """A clean training batch and what the augmenters of every head may share, each computed
+    at most once per batch: the Gram matrix ``X X^T`` and the squared row lengths."""
 
-    def __init__(self, x: torch.Tensor, y: torch.Tensor):
+    def __init__(self, x: torch.Tensor, y: torch.Tensor | None):
         self.x, self.y = x, y
 
     @cached_property
     def gram(self) -> torch.Tensor:
         return self.x @ self.x.T
+
+    @cached_property
+    def sq_norms(self) -> torch.Tensor:
+        if "gram" in self.__dict__:
+            return self.gram.diagonal()
+        return (self.x * self.x).sum(dim=1)
+
+    def span_moments(self, q: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``||(Q X)_i||^2`` and ``x_i . (Q X)_i`` for a B x B ``Q``, by the cheaper route: from
+        ``Q X`` (B^2 d multiply-adds) when d < B, else from the Gram matrix (B^3, shared by all
+        heads): ``(Q G Q^T)_ii`` and ``(Q G)_ii``."""
+        if self.x.shape[1] < len(self.x):
+            qx = q @ self.x
+            return (qx * qx).sum(dim=1), (qx * self.x).sum(dim=1)
+        qg = q @ self.gram
+        return (qg * q).sum(dim=1), qg.diagonal()
 
 
 @dataclass

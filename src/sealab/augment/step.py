@@ -65,20 +65,20 @@ def rows_with_partners(allowed: torch.Tensor | None, batch_size: int, device: to
     return None if batch_size > 1 else torch.zeros(batch_size, dtype=torch.bool, device=device)
 
 
-def span_mixing(q: torch.Tensor, gram: torch.Tensor, eta: float, moved: torch.Tensor | None) -> torch.Tensor:
+def span_mixing(q: torch.Tensor, batch: SharedBatch, eta: float, moved: torch.Tensor | None) -> torch.Tensor:
     """The B x B matrix ``M`` with ``M X = normalize(X + eta * normalize(Q X))`` row by row
-    (rows not ``moved`` stay as they are), computed from the Gram matrix ``G = X X^T`` alone:
+    (rows not ``moved`` stay as they are), from three numbers per row
+    (``batch.span_moments``, ``batch.sq_norms``):
 
-        ||(Q X)_i||^2 = (Q G Q^T)_ii,   x_i . (Q X)_i = (Q G)_ii,   ||x_i||^2 = G_ii
+        ||(Q X)_i||^2,   x_i . (Q X)_i,   ||x_i||^2
 
-    so it costs B x B x B work, not B x B x d. Lengths are clamped at F.normalize's eps.
+    so the augmented batch itself (B x d) is never formed. Lengths are clamped at F.normalize's eps.
     """
-    qg = q @ gram
-    span_sq = (qg * q).sum(dim=1)  # ||(Q X)_i||^2
+    span_sq, cross = batch.span_moments(q)
     # 1 / max(||v||, eps) as one rsqrt of max(||v||^2, eps^2): fewer kernels per step
     c = span_sq.clamp_min(NORMALIZE_EPS**2).rsqrt_().mul_(eta)  # eta / ||(Q X)_i||
-    # ||x_i + eta d_i||^2 = G_ii + c (2 (QG)_ii + c ||(Q X)_i||^2), d_i = (Q X)_i / ||(Q X)_i||
-    step_sq = torch.addcmul(qg.diagonal(), c, span_sq, value=0.5).mul_(2 * c).add_(gram.diagonal())
+    # ||x_i + eta d_i||^2 = ||x_i||^2 + c (2 x_i . (Q X)_i + c ||(Q X)_i||^2), d_i = (Q X)_i / ||(Q X)_i||
+    step_sq = torch.addcmul(cross, c, span_sq, value=0.5).mul_(2 * c).add_(batch.sq_norms)
     inv_step = step_sq.clamp_min_(NORMALIZE_EPS**2).rsqrt_()
     mixing = q * (c * inv_step)[:, None]
     mixing.diagonal().add_(inv_step)
@@ -123,4 +123,4 @@ class SpanStep(FeatureAugmenter):
     def plan(self, batch, logits, head):
         allowed = self.partners(batch.y, head)
         q = self.weights(batch, logits, head, allowed)
-        return Augmented(batch.y, mixing=span_mixing(q, batch.gram, self.eta, self.moved(allowed, batch.x)))
+        return Augmented(batch.y, mixing=span_mixing(q, batch, self.eta, self.moved(allowed, batch.x)))
