@@ -17,7 +17,7 @@ from sealab.augment.sea import SeA
 from sealab.bench import plain_loops
 from sealab.bench.cli import TARGETS, main
 from sealab.bench.contention import PROC_STAT, OtherProcessesShare
-from sealab.bench.measure import VARIANTS
+from sealab.bench.measure import VARIANTS, Setup, floor_macs
 from sealab.bench.scaling import SCALING_QUICK, linearity, write_features
 from sealab.features.ondisk import NpyRows
 from sealab.heads.linear import LinearHead
@@ -41,6 +41,11 @@ def test_quick_bench_writes_every_field(tmp_path, monkeypatch):
                                       "torch_threads"))
     assert set(results["seconds_per_epoch"]) == set(VARIANTS)
     assert all(_positive(s) for s in results["seconds_per_epoch"].values())
+    overhead = results["overhead"]
+    assert (overhead["setup"]["d"], overhead["setup"]["num_classes"], overhead["setup"]["torch_threads"]) == (64, 10, 1)
+    assert set(overhead["seconds_per_epoch"]) == set(overhead["ms_per_step"]) == set(VARIANTS)
+    assert all(_positive(s) for s in overhead["ms_per_step"].values())
+    assert results["setup"]["torch_threads"] == torch.get_num_threads()  # one thread only while measuring overhead
     assert set(results["epoch_seconds"]) == set(VARIANTS)
     for name, rounds in results["epoch_seconds"].items():
         assert len(rounds) == setup["rounds"], name
@@ -67,6 +72,18 @@ def test_quick_bench_writes_every_field(tmp_path, monkeypatch):
         assert run["peak_rss_mib"] is None or run["peak_rss_mib"] > 0
     assert _positive(scaling["cpu"]["seconds_per_10k_rows"]) and scaling["cpu"]["r2"] <= 1
     assert not list((tmp_path / "tmp").glob("sealab-scaling-*"))  # the feature files are gone
+
+
+def test_floor_multiply_adds_hand_worked():
+    """B=256, C=100, d=2048 (d >= B: Gram matrix and Q G) and d=64 (d < B: Q X)."""
+    big = floor_macs(Setup(d=2048, num_classes=100, grid_size=8))
+    linear = 2 * 256 * 100 * 2048
+    sea = linear + 256 * 256 * 2048 + 256**3 + 100 * 100 * 2048 + 256 * 100 * 100 + 3 * 256 * 256 * 100
+    assert big == {"linear": linear, "sea_clean": sea, "published_sea": 5 * 256 * 100 * 2048 + 2 * 256 * 256 * 2048,
+                   "sea_grid": 8 * sea - 7 * 256 * 256 * 2048}
+    small = floor_macs(Setup(d=64, num_classes=10, grid_size=8))
+    one = 2 * 256 * 10 * 64 + 256 * 256 * 64 + 10 * 10 * 64 + 256 * 10 * 10 + 3 * 256 * 256 * 10
+    assert small["sea_clean"] == one and small["sea_grid"] == 8 * one
 
 
 def test_linearity_hand_worked():

@@ -18,7 +18,14 @@ from rich.table import Table
 from sealab.bench.commands import command_seconds
 from sealab.bench.contention import OtherProcessesShare
 from sealab.bench.extraction import extraction_seconds_per_1000
-from sealab.bench.measure import QUICK, Setup, floor_macs, measure
+from sealab.bench.measure import (
+    OVERHEAD,
+    OVERHEAD_QUICK,
+    QUICK,
+    Setup,
+    floor_macs,
+    measure,
+)
 from sealab.bench.scaling import SCALING_QUICK, ScalingSetup, measure_scaling
 from sealab.fileio import atomic_write_json
 from sealab.report import git_sha
@@ -49,7 +56,15 @@ class Target:
 
 
 TARGETS = (
-    Target("sea_clean_over_linear", "sealab_sea_clean", "sealab_linear", 2.0),
+    # The overhead-bound regime (d=64, C=10, one thread): what every step costs on a GPU.
+    Target("overhead_linear_over_bare_loop", "overhead_sealab_linear", "overhead_bare_linear_loop", 1.3),
+    Target("overhead_sea_clean_over_published_loop", "overhead_sealab_sea_clean", "overhead_published_sea_loop",
+           0.8),
+    Target("overhead_sea_faithful_over_published_loop", "overhead_sealab_sea_faithful",
+           "overhead_published_sea_loop", 0.8),
+    Target("overhead_grid_over_one_head", "overhead_sealab_sea_grid", "overhead_sealab_sea_clean", 2.5),
+    # The matmul-bound regime (d=2048, C=100).
+    Target("sea_clean_over_linear", "sealab_sea_clean", "sealab_linear", 1.9),
     Target("linear_over_bare_loop", "sealab_linear", "bare_linear_loop", 1.10),
     Target("sea_faithful_over_published_loop", "sealab_sea_faithful", "published_sea_loop", 0.45),
     # K heads in one pass at least 2x faster than K single-head fits
@@ -69,13 +84,16 @@ def _measured(rounds: list[list[float]]) -> list[float]:
 
 
 def summarise(setup: Setup, seconds: dict[str, list[list[float]]], commands: dict[str, float],
-              extraction: dict[str, float], scaling: dict, quick: bool, other_share: float | None) -> dict:
+              extraction: dict[str, float], scaling: dict, quick: bool, other_share: float | None,
+              overhead: dict[str, list[list[float]]], overhead_setup: Setup) -> dict:
     per_epoch = {name: statistics.median(_measured(rounds)) for name, rounds in seconds.items()}
+    overhead_per_epoch = {name: statistics.median(_measured(rounds)) for name, rounds in overhead.items()}
     # K single-head fits cost K single-head epochs.
-    timings = {**per_epoch, "sealab_sea_single_fits": setup.grid_size * per_epoch["sealab_sea_clean"], **commands,
+    timings = {**per_epoch, "sealab_sea_single_fits": setup.grid_size * per_epoch["sealab_sea_clean"],
+               **{f"overhead_{name}": s for name, s in overhead_per_epoch.items()}, **commands,
                **extraction, **{f"scaling_per_row_{end}_n": run["cpu_epoch_seconds"] / run["n"]
                                 for end, run in (("smallest", scaling["runs"][0]), ("largest", scaling["runs"][-1]))}}
-    macs = floor_macs(setup)
+    macs, overhead_macs = floor_macs(setup), floor_macs(overhead_setup)
     targets = {}
     for t in TARGETS:
         ratio = timings[t.numerator] / timings[t.denominator]
@@ -85,12 +103,17 @@ def summarise(setup: Setup, seconds: dict[str, list[list[float]]], commands: dic
         "setup": {**asdict(setup), "quick": quick, "torch_threads": torch.get_num_threads()},
         "seconds_per_epoch": per_epoch,
         "epoch_seconds": seconds,
+        "overhead": {"setup": {**asdict(overhead_setup), "torch_threads": 1}, "seconds_per_epoch": overhead_per_epoch,
+                     "ms_per_step": {name: 1e3 * s / -(-overhead_setup.n // overhead_setup.batch_size)
+                                     for name, s in overhead_per_epoch.items()},
+                     "epoch_seconds": overhead},
         "command_seconds": commands,
         "extraction_seconds_per_1000_images": extraction,
         "scaling": scaling,
         "timings": timings,
         "floor": {"macs_per_step": macs, "sea_clean_over_linear": macs["sea_clean"] / macs["linear"],
-                  "sea_over_published": macs["sea_clean"] / macs["published_sea"]},
+                  "sea_over_published": macs["sea_clean"] / macs["published_sea"],
+                  "overhead_grid_over_one_head": overhead_macs["sea_grid"] / overhead_macs["sea_clean"]},
         "targets": targets,
         "machine": {"platform": platform.platform(), "processor": platform.processor(),
                     "cpu_count": os.cpu_count(), "torch": torch.__version__,
@@ -111,6 +134,10 @@ def print_results(results: dict, console: Console) -> None:
         measured = _measured(results["epoch_seconds"][name])
         times.add_row(name, f"{median:.3f}", f"{min(measured):.3f}", f"{max(measured):.3f}")
     console.print(times)
+    o = results["overhead"]["setup"]
+    console.print(f"overhead-bound regime (n={o['n']} d={o['d']} C={o['num_classes']} batch={o['batch_size']}, "
+                  "1 thread), ms per step: " + ", ".join(f"{name} {ms:.3f}"
+                                                         for name, ms in results["overhead"]["ms_per_step"].items()))
     commands = Table(title=f"whole sealab-train commands on the quickstart data, {s['grid_size']} SeA steps")
     for column in ("commands", "seconds"):
         commands.add_column(column, justify="left" if column == "commands" else "right")
@@ -123,7 +150,9 @@ def print_results(results: dict, console: Console) -> None:
     floor = results["floor"]
     macs = {name: f"{count / 1e6:.0f}M" for name, count in floor["macs_per_step"].items()}
     console.print(f"multiply-adds of a step: {macs}; floor ratios SeA / linear = "
-                  f"{floor['sea_clean_over_linear']:.2f}, SeA / published loop = {floor['sea_over_published']:.2f}")
+                  f"{floor['sea_clean_over_linear']:.2f}, SeA / published loop = {floor['sea_over_published']:.2f}; "
+                  f"overhead-bound {results['overhead']['setup']['grid_size']}-head grid / one head = "
+                  f"{floor['overhead_grid_over_one_head']:.2f}")
     verdicts = Table(title="targets (reported, not enforced)")
     for column in ("target", "ratio", "limit", "result"):
         verdicts.add_column(column, justify="left" if column == "target" else "right")
@@ -174,10 +203,13 @@ def main(argv: list[str] | None = None) -> dict:
     logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)  # no banner per fit
     with OtherProcessesShare() as others:  # the commands below are other processes: timed after
         seconds = measure(setup)
+        overhead_setup = OVERHEAD_QUICK if args.quick else OVERHEAD
+        overhead = measure(overhead_setup, threads=1)
         extraction = extraction_seconds_per_1000(n=128 if args.quick else 1024, rounds=setup.rounds)
         scaling = measure_scaling(SCALING_QUICK if args.quick else ScalingSetup())
     commands = command_seconds(setup, epochs=2 if args.quick else None)
-    results = summarise(setup, seconds, commands, extraction, scaling, args.quick, others.share)
+    results = summarise(setup, seconds, commands, extraction, scaling, args.quick, others.share, overhead,
+                        overhead_setup)
     console = Console()
     print_results(results, console)
     args.out.parent.mkdir(parents=True, exist_ok=True)

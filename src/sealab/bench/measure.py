@@ -26,6 +26,9 @@ class Setup:
 
 
 QUICK = Setup(n=1000, epochs=1, rounds=1, grid_size=2)
+# The overhead-bound regime (every step on a GPU): small products, measured on one thread.
+OVERHEAD = Setup(d=64, num_classes=10, epochs=3)
+OVERHEAD_QUICK = Setup(n=1000, d=64, num_classes=10, epochs=1, rounds=1, grid_size=2)
 GRID_ETAS = (0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.8)
 
 
@@ -36,16 +39,20 @@ def eta_grid(size: int) -> str:
 
 def floor_macs(setup: Setup) -> dict[str, int]:
     """Multiply-adds of one training step: linear (logits and weight gradient, 2BCd); clean SeA
-    in logit space adds the batch Gram matrix (B^2 d), W W^T (C^2 d), the gradient norms
-    (B C^2), the gradient dots, the mixing of logits and its backward (3 B^2 C) and Q G (B^3).
+    in logit space adds W W^T (C^2 d), the gradient norms (B C^2), the gradient dots, the mixing
+    of logits and the mixed logit gradient (3 B^2 C), and the span moments: from Q X (B^2 d)
+    when d < B, else from the batch Gram matrix (B^2 d) and Q G (B^3).
     The published loop: a forward and a backward that fills both the weight and the input
     gradient (3BCd), the gradient dots (B^2 d), the direction Q X (B^2 d), then the training
-    step on the moved features (2BCd)."""
+    step on the moved features (2BCd). A grid of K SeA heads shares only the Gram matrix: each
+    head has its own B x B work."""
     b, c, d = setup.batch_size, setup.num_classes, setup.d
     linear = 2 * b * c * d
-    return {"linear": linear,
-            "sea_clean": linear + b * b * d + c * c * d + b * c * c + 3 * b * b * c + b**3,
-            "published_sea": 5 * b * c * d + 2 * b * b * d}
+    gram = b * b * d if d >= b else 0  # shared by the heads of a grid
+    span = b * b * d + (b**3 if d >= b else 0)
+    sea = linear + span + c * c * d + b * c * c + 3 * b * b * c
+    return {"linear": linear, "sea_clean": sea, "published_sea": 5 * b * c * d + 2 * b * b * d,
+            "sea_grid": setup.grid_size * sea - (setup.grid_size - 1) * gram}
 
 
 PLAIN_LOOPS = {"bare_linear_loop": bare_linear, "published_sea_loop": published_sea}
@@ -78,11 +85,17 @@ def _epoch_seconds(variant: str, x: torch.Tensor, y: torch.Tensor, setup: Setup)
     return sealab_epoch_seconds(overrides, (x, y), setup.num_classes, setup.batch_size, epochs=1 + setup.epochs)
 
 
-def measure(setup: Setup) -> dict[str, list[list[float]]]:
-    """Per variant, one list per round: the warm-up epoch's seconds, then the measured ones."""
+def measure(setup: Setup, threads: int | None = None) -> dict[str, list[list[float]]]:
+    """Per variant, one list per round: the warm-up epoch's seconds, then the measured ones;
+    on ``threads`` torch threads (None: as set)."""
     x, y = random_features(setup)
     seconds: dict[str, list[list[float]]] = {v: [] for v in VARIANTS}
-    for _ in range(setup.rounds):
-        for variant in VARIANTS:
-            seconds[variant].append(_epoch_seconds(variant, x, y, setup))
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads or before)
+    try:
+        for _ in range(setup.rounds):
+            for variant in VARIANTS:
+                seconds[variant].append(_epoch_seconds(variant, x, y, setup))
+    finally:
+        torch.set_num_threads(before)
     return seconds
