@@ -167,3 +167,12 @@ def test_span_mixing_matrix_moves_features_like_the_direct_formula(eta):
         direct[~moved] = xd[~moved]
         torch.testing.assert_close(span_mixing(q, SharedBatch(xd, None), eta, moved) @ xd, direct,
                                    rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("b", [5, 200, 257])
+def test_the_shared_gram_matrix_is_x_xt(b):
+    """Small batches: one product; from HALVED_GRAM_ROWS rows (even or odd): three blocks, mirrored."""
+    x = torch.randn(b, 300, generator=torch.Generator().manual_seed(b), dtype=torch.float64)
+    gram = SharedBatch(x, None).gram
+    torch.testing.assert_close(gram, x @ x.T, rtol=1e-12, atol=1e-12)
+    assert torch.equal(gram, gram.T)

@@ -9,6 +9,7 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
+from sealab.augment.base import HALVED_GRAM_ROWS
 from sealab.bench.plain_loops import bare_linear, published_sea
 from sealab.bench.sealab_runs import sealab_epoch_seconds
 
@@ -41,15 +42,17 @@ def floor_macs(setup: Setup) -> dict[str, int]:
     """Multiply-adds of one training step: linear (logits and weight gradient, 2BCd); clean SeA
     in logit space adds W W^T (C^2 d), the gradient norms (B C^2), the gradient dots, the mixing
     of logits and the mixed logit gradient (3 B^2 C), and the span moments: from Q X (B^2 d)
-    when d < B, else from the batch Gram matrix (B^2 d) and Q G (B^3).
+    when d < B, else from the batch Gram matrix (3/4 B^2 d) and Q G (B^3).
     The published loop: a forward and a backward that fills both the weight and the input
     gradient (3BCd), the gradient dots (B^2 d), the direction Q X (B^2 d), then the training
     step on the moved features (2BCd). A grid of K SeA heads shares only the Gram matrix: each
     head has its own B x B work."""
     b, c, d = setup.batch_size, setup.num_classes, setup.d
     linear = 2 * b * c * d
-    gram = b * b * d if d >= b else 0  # shared by the heads of a grid
-    span = b * b * d + (b**3 if d >= b else 0)
+    # The symmetric Gram matrix from three quarters of the products (SharedBatch.gram), shared
+    # by the heads of a grid; Q X instead when d < B.
+    gram = (3 * b * b * d // 4 if b >= HALVED_GRAM_ROWS else b * b * d) if d >= b else 0
+    span = gram + b**3 if d >= b else b * b * d
     sea = linear + span + c * c * d + b * c * c + 3 * b * b * c
     return {"linear": linear, "sea_clean": sea, "published_sea": 5 * b * c * d + 2 * b * b * d,
             "sea_grid": setup.grid_size * sea - (setup.grid_size - 1) * gram}
