@@ -13,7 +13,7 @@ import torch
 from helpers import CONF_DIR, compose_train, read_metrics, run_train
 from hydra.core.utils import JobReturn, JobStatus
 from hydra.utils import instantiate
-from omegaconf import open_dict
+from omegaconf import OmegaConf, open_dict
 
 import sealab.experiment
 import sealab.loggers
@@ -105,7 +105,20 @@ def test_quickstart_tunes_sea_and_leaves_other_methods_as_configured(tmp_path):
     tuned = compose_train(["experiment=quickstart"], output_dir=tmp_path)
     plain = compose_train(["experiment=quickstart", "method=sea_noproj"], output_dir=tmp_path)
     assert tuned.method.augmenter.eta == 0.3
-    assert plain.method.augmenter.eta == compose_train(["method=sea_noproj"], tmp_path).method.augmenter.eta
+    assert plain.method.augmenter.eta == compose_train(["experiment=none", "method=sea_noproj"],
+                                                       tmp_path).method.augmenter.eta
+
+
+def test_the_bare_run_is_the_quickstart_and_the_published_sea_is_one_override_away(tmp_path):
+    def settings(cfg):
+        return {k: v for k, v in OmegaConf.to_container(cfg, resolve=True).items() if k != "hydra"}
+
+    assert settings(compose_train([], tmp_path)) == settings(compose_train(["experiment=quickstart"], tmp_path))
+    published = compose_train(["experiment=none"], output_dir=tmp_path)
+    assert published.method.name == "sea" and published.method.augmenter.eta == 0.8
+    # quickstart's step was chosen on digits through random_features only: elsewhere, the published one
+    for other in (["dataset=cifar10"], ["backbone=resnet10t_random_init"], ["experiment=digits_study"]):
+        assert compose_train(other, output_dir=tmp_path).method.augmenter.eta == 0.8, other
 
 
 @pytest.mark.parametrize("override, key", [
