@@ -73,8 +73,9 @@ def published_sea(x, y, weight, eta):
 AUGMENT = {"linear": None, "clean": clean_sea, "faithful": published_sea}
 
 
-def reference_loop(x, y, augment=None, eta=0.0, lr=SGD["lr"]):
-    """Plain SGD over seeded epoch permutations, the augmentation a constant of each step."""
+def reference_loop(x, y, augment=None, eta=0.0, lr=SGD["lr"], gamma=1.0):
+    """Plain SGD over seeded epoch permutations, the augmentation a constant of each step; the
+    learning rate multiplied by ``gamma`` after every epoch."""
     L.seed_everything(SEED, verbose=False)
     weight = LinearHead(D, MultiClass(C)).weight.detach().clone().requires_grad_(True)
     optimizer = torch.optim.SGD([weight], **{**SGD, "lr": lr})
@@ -88,10 +89,12 @@ def reference_loop(x, y, augment=None, eta=0.0, lr=SGD["lr"]):
             optimizer.zero_grad()
             loss_of(xb, yb, weight).backward()
             optimizer.step()
+        for group in optimizer.param_groups:
+            group["lr"] *= gamma
     return weight.detach()
 
 
-def probe(mode="linear", eta=0.3, grid=None):
+def probe(mode="linear", eta=0.3, grid=None, scheduler=None):
     """The probe as a config builds it (config nodes, which a grid needs)."""
     augmenter = None if mode == "linear" else {"_target_": "sealab.augment.sea.SeA", "eta": eta,
                                                "alpha": ALPHA, "mode": mode}
@@ -99,7 +102,7 @@ def probe(mode="linear", eta=0.3, grid=None):
         "head": {"_target_": "sealab.heads.linear.LinearHead", "_partial_": True, "lamda": LAMDA, "delta": DELTA},
         "optimizer": {"_target_": "torch.optim.SGD", "_partial_": True, **SGD}, "augmenter": augmenter})
     return LinearProbe(mode, head=cfg.head, optimizer=cfg.optimizer, augmenter=cfg.augmenter,
-                       epochs=EPOCHS, batch_size=BATCH, grid=grid)
+                       scheduler=scheduler, epochs=EPOCHS, batch_size=BATCH, grid=grid)
 
 
 def fit(method):
@@ -114,6 +117,14 @@ def test_the_probe_trains_as_the_reference_loop(mode):
     reference = reference_loop(x, y, AUGMENT[mode], eta=0.3)
     assert not torch.equal(reference, reference_loop(x, y, eta=0.3)) or mode == "linear"  # SeA moves it
     torch.testing.assert_close(weight, reference, rtol=1e-4, atol=2e-5)
+
+
+def test_the_scheduler_steps_once_an_epoch():
+    x, y = blobs()
+    halving = OmegaConf.create({"_target_": "torch.optim.lr_scheduler.StepLR", "_partial_": True,
+                                "step_size": 1, "gamma": 0.5})
+    weight = fit(probe("clean", scheduler=halving)).scorer.weight
+    torch.testing.assert_close(weight, reference_loop(x, y, clean_sea, eta=0.3, gamma=0.5), rtol=1e-4, atol=2e-5)
 
 
 def test_every_head_of_a_grid_trains_as_its_reference_loop():

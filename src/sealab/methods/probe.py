@@ -132,7 +132,7 @@ class ProbeModule(HeadModule):
         put in ``.grad`` in closed form (no autograd graph: the head is linear). Heads whose
         gradient is ``A_k @ x`` (plain, or a mixing matrix: SeA, mixup) share one product."""
         logits = [x @ self.heads[0].weight.T] if len(self.heads) == 1 else self.head_scores(x).unbind(1)
-        shared = SharedBatch(x, y)
+        shared = SharedBatch(x, y) if self.augmenters else None
         losses, on_x, on_x_heads = [], [], []
         for spec, head, clean in zip(self.specs, self.heads, logits):
             if spec.augmenter is None:
