@@ -237,6 +237,15 @@ def test_sun397_follows_the_first_official_partition_exactly(tmp_path):
     assert dataset.identity()["partition"] == 1
 
 
+def test_sun397_partition_lists_beside_the_image_folder_give_the_same_splits(tmp_path):
+    fab = sun397(tmp_path)
+    inside = load("sun397", fab.root, output_dir=tmp_path)
+    (fab.root / "SUN397" / "Partitions").rename(fab.root / "Partitions")  # Partitions.zip unzipped in the root
+    beside = load("sun397", fab.root, output_dir=tmp_path)
+    for split in ("train", "val", "test"):
+        assert served(beside, split) == served(inside, split)
+
+
 def test_sun397_without_its_partition_lists_says_where_to_get_them(tmp_path):
     fab = sun397(tmp_path)
     for kind in ("Training", "Testing"):
@@ -245,7 +254,7 @@ def test_sun397_without_its_partition_lists_says_where_to_get_them(tmp_path):
         load("sun397", fab.root, output_dir=tmp_path)
     message = str(caught.value)
     assert "SUN397/Partitions/Training_01.txt" in message and "SUN397/Partitions/Testing_01.txt" in message
-    assert "Partitions.zip" in message
+    assert "Partitions.zip" in message and "/Partitions/ or " in message
 
 
 def test_sun397_partition_line_naming_a_missing_image_names_the_file_and_line(tmp_path):

@@ -7,7 +7,8 @@ seeded and recorded; ``split_files`` (train / val / test lists of ``<class>/<ima
 lines, the form the protocol's public code ships) reproduces a published split exactly.
 
 SUN397: the official partition ``partition`` (the protocol uses the first):
-``Partitions/Training_01.txt`` and ``Testing_01.txt``, 50 + 50 images per class, read as listed.
+``Partitions/Training_01.txt`` and ``Testing_01.txt``, 50 + 50 images per class, read as listed,
+from ``SUN397/Partitions/`` or from ``Partitions/`` beside ``SUN397/``.
 
 In both, a seeded, stratified ``val_fraction`` of train becomes val (unless a val list is given).
 """
@@ -39,6 +40,7 @@ from sealab.metrics import MEAN_PER_CLASS
 from sealab.rules import BOOL, COUNT, mapping
 
 BACKGROUND = "BACKGROUND_Google"
+PARTITION_FOLDERS = ("SUN397/Partitions", "Partitions")  # relative to the root; the first is the documented one
 _CALTECH = "caltech101/101_ObjectCategories"
 
 
@@ -131,8 +133,12 @@ class SUN397(BenchmarkDataset):
 
     @property
     def lists(self) -> dict[str, str]:
-        return {s: f"SUN397/Partitions/{kind}_{self.partition:02d}.txt"
-                for s, kind in (("train", "Training"), ("test", "Testing"))}
+        """The partition lists, in SUN397/Partitions/ or in Partitions/ beside SUN397/ (where
+        Partitions.zip unzips when it is unzipped in the root, as often as inside SUN397/)."""
+        names = {s: f"{kind}_{self.partition:02d}.txt" for s, kind in (("train", "Training"), ("test", "Testing"))}
+        found = next((folder for folder in PARTITION_FOLDERS
+                      if all((self.root / folder / name).is_file() for name in names.values())), PARTITION_FOLDERS[0])
+        return {s: f"{found}/{name}" for s, name in names.items()}
 
     @property
     def expected(self) -> tuple[str, ...]:
@@ -150,7 +156,7 @@ class SUN397(BenchmarkDataset):
                 "http://vision.princeton.edu/projects/2010/SUN/ into {root}). The partition lists: download "
                 f"Partitions.zip from the SUN397 site ({PARTITIONS_URL}) and unzip it so that "
                 f"Training_{self.partition:02d}.txt and Testing_{self.partition:02d}.txt sit in "
-                "{root}/SUN397/Partitions/.")
+                "{root}/SUN397/Partitions/ or {root}/Partitions/.")
 
     def _download(self) -> None:
         if not (self.root / "SUN397" / "ClassName.txt").is_file():
