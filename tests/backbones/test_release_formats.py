@@ -141,3 +141,23 @@ def test_undropped_head_is_unexpected_and_checkpoint_key_is_named(tmp_path):
     backbone = load_through_config("resnet50_simclr", tmp_path / "wrapped.pth", tmp_path,
                                    f"backbone.model_name={SMALL}", "backbone.checkpoint_key=state_dict")
     assert backbone.identity()["weights"]["checkpoint_key"] == "state_dict"
+
+
+def test_a_wrong_architecture_is_a_few_short_lines_that_name_what_the_file_looks_like(tmp_path):
+    torch.save(source_model("resnet18").state_dict(), tmp_path / "dino.pth")  # a resnet18 into resnet50
+    with pytest.raises(LoadError) as err:
+        load_through_config("resnet50_dino", tmp_path / "dino.pth", tmp_path)
+    message = str(err.value.__cause__ or err.value)
+    lines = message.splitlines()
+    assert len(lines) <= 4 and all(len(line) < 700 for line in lines), message  # was one 1,500-character line
+    assert "weights of resnet50 are missing" in lines[0] and "... and " in lines[0]  # a count, the first few
+    assert "The file looks like timm's resnet18: try backbone.model_name=resnet18." in message
+
+
+def test_the_architecture_guess_needs_most_weights_to_match():
+    from sealab.backbones.checkpoint import looks_like
+
+    resnet = source_model("resnet34").state_dict()
+    assert looks_like(resnet) == "resnet34"
+    assert looks_like({k: v for i, (k, v) in enumerate(resnet.items()) if i % 3}) is None  # a third missing
+    assert looks_like({"encoder." + k: v for k, v in resnet.items()}) is None  # unmapped prefixes

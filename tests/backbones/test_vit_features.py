@@ -94,8 +94,11 @@ def test_local_copy_of_hub_weights_is_read_offline(tmp_path, images, no_network)
 
 def test_wrong_local_hub_file_fails_naming_the_setting(tmp_path, no_network):
     save_file(timm.create_model("resnet10t", pretrained=False).state_dict(), tmp_path / "model.safetensors")
-    with pytest.raises(RuntimeError, match="backbone.pretrained=false"):
+    with pytest.raises(RuntimeError, match="backbone.pretrained=false") as err:
         TimmBackbone(VIT, pretrained=True, img_size=32, checkpoint=str(tmp_path / "model.safetensors"))
+    lines = str(err.value).splitlines()  # a few lines, not timm's list of every key
+    assert len(lines) <= 5 and all(len(line) < 700 for line in lines), str(err.value)
+    assert "The file looks like timm's resnet10t: try backbone.model_name=resnet10t." in str(err.value)
 
 
 @pytest.mark.parametrize("path", CONF_BACKBONES, ids=lambda p: p.stem)

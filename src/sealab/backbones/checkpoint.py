@@ -22,7 +22,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-SHOW = 8  # keys shown per list in error messages
+SHOW = 3  # keys shown per list in error messages
 
 
 def _preview(keys: Sequence[str]) -> str:
@@ -73,31 +73,66 @@ def remap_keys(state: Mapping[str, torch.Tensor], key_map: Mapping[str, str] | N
     return out
 
 
+# timm architectures a release checkpoint most often holds, compared with a file that does not fit.
+KNOWN_ARCHITECTURES = ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152", "wide_resnet50_2",
+                       "resnet10t", "vit_small_patch16_224", "vit_base_patch16_224", "vit_large_patch16_224",
+                       "vit_small_patch14_dinov2", "vit_base_patch14_dinov2")
+
+
+def looks_like(state: Mapping[str, torch.Tensor], candidates: Sequence[str] = KNOWN_ARCHITECTURES) -> str | None:
+    """The timm architecture whose weights (names and shapes, classifier left out) match
+    ``state``'s best, when at least 90% of both sides match; built on the meta device (no
+    memory, no download)."""
+    import timm
+
+    shapes = {k: tuple(v.shape) for k, v in state.items() if isinstance(v, torch.Tensor)}
+    best, best_score = None, 0.9
+    for name in candidates:
+        with torch.device("meta"):
+            own = {k: tuple(v.shape) for k, v in timm.create_model(name, num_classes=0).state_dict().items()}
+        score = sum(shapes.get(k) == v for k, v in own.items()) / max(len(own), len(shapes))
+        if score >= best_score:
+            best, best_score = name, score
+    return best
+
+
+def does_not_fit(path: Path, state: Mapping[str, torch.Tensor], own: Mapping[str, torch.Tensor],
+                 model_name: str, settings: str, file_keys: Sequence[str] | None = None) -> str | None:
+    """None when ``state`` fits ``own`` (same names, same shapes); else a few lines: the count of
+    missing, unexpected and reshaped keys with the first of each, ``settings`` (what was applied
+    to the file's keys), which architecture the file looks like (else its first ``file_keys``),
+    and what to change."""
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    mismatched = [f"{k}: file {tuple(v.shape)} vs model {tuple(own[k].shape)}" for k, v in state.items()
+                  if k in own and isinstance(v, torch.Tensor) and v.shape != own[k].shape]
+    if not (missing or unexpected or mismatched):
+        return None
+    problems = []
+    if missing:
+        problems.append(f"{len(missing)} weights of {model_name} are missing: {_preview(missing)}")
+    if unexpected:
+        problems.append(f"{len(unexpected)} keys are unexpected: {_preview(unexpected)}")
+    if mismatched:
+        problems.append(f"{len(mismatched)} have another shape: {_preview(mismatched)}")
+    guess = looks_like(state)
+    like = (f"The file looks like timm's {guess}: try backbone.model_name={guess}." if guess and guess != model_name
+            else f"Keys in the file look like {_preview(list(state) if file_keys is None else file_keys)}.")
+    return (f"{path} does not fit backbone.model_name={model_name}: " + "; ".join(problems)
+            + f" (keys after {settings}).\n  {like}\n  Fix backbone.key_map (prefix renames) or "
+            "backbone.checkpoint_key (the entry holding the weights), list heads and momentum encoders to "
+            "leave out in backbone.drop_prefixes, or check backbone.model_name.")
+
+
 def load_backbone_checkpoint(model: nn.Module, path: Path, checkpoint_key: str | None,
                              key_map: Mapping[str, str] | None = None,
                              drop_prefixes: Sequence[str] = (), model_name: str = "the model") -> None:
     """Load ``path`` into ``model`` strictly (module docstring); fails naming the keys."""
     raw = read_checkpoint(path, checkpoint_key)
     state = remap_keys(raw, key_map, drop_prefixes)
-    own = model.state_dict()
-    missing = [k for k in own if k not in state]
-    unexpected = [k for k in state if k not in own]
-    mismatched = [f"{k}: file {tuple(v.shape)} vs model {tuple(own[k].shape)}" for k, v in state.items()
-                  if k in own and isinstance(v, torch.Tensor) and v.shape != own[k].shape]
-    if missing or unexpected or mismatched:
-        problems = []
-        if missing:
-            problems.append(f"{len(missing)} weights of {model_name} are missing: {_preview(missing)}")
-        if unexpected:
-            problems.append(f"{len(unexpected)} keys are unexpected: {_preview(unexpected)}")
-        if mismatched:
-            problems.append(f"{len(mismatched)} have another shape: {_preview(mismatched)}")
-        raise RuntimeError(
-            f"{path} does not fit backbone.model_name={model_name} after "
-            f"backbone.checkpoint_key={checkpoint_key!r}, backbone.drop_prefixes={list(drop_prefixes or ())} "
-            f"and backbone.key_map={dict(key_map or {})} (keys below are after mapping). "
-            + "; ".join(problems)
-            + f". Keys in the file look like {_preview(list(raw))}. Fix backbone.key_map (prefix renames) "
-            "or backbone.checkpoint_key (the entry holding the weights), list heads and momentum "
-            "encoders to leave out in backbone.drop_prefixes, or check backbone.model_name.")
+    problem = does_not_fit(path, state, model.state_dict(), model_name,
+                           f"backbone.checkpoint_key={checkpoint_key!r}, backbone.drop_prefixes="
+                           f"{list(drop_prefixes or ())} and backbone.key_map={dict(key_map or {})}", list(raw))
+    if problem:
+        raise RuntimeError(problem)
     model.load_state_dict(state, strict=True)

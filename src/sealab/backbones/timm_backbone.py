@@ -11,7 +11,7 @@ import torch
 from torchvision.transforms import v2
 
 from sealab.backbones.base import BACKBONE, Backbone
-from sealab.backbones.checkpoint import load_backbone_checkpoint
+from sealab.backbones.checkpoint import does_not_fit, load_backbone_checkpoint
 from sealab.backbones.hub import offline_weights
 from sealab.fileio import file_sha256
 from sealab.rules import BOOL, COUNT, integer, listing, mapping, one_of, text, validate
@@ -174,11 +174,14 @@ class TimmBackbone(Backbone):
         try:
             model = self._create(True, img_size, pretrained_cfg_overlay=overlay)
         except RuntimeError as err:
+            # timm's own message lists every key on one line: a few lines instead, from the same
+            # comparison a release checkpoint gets (before timm's filter, which may rename keys).
+            problem = does_not_fit(path, state, self._create(False, img_size).state_dict(), self.model_name,
+                                   "backbone.pretrained=true: read as a local copy of its timm hub weights")
             raise RuntimeError(
-                f"{path} does not fit backbone.model_name={self.model_name} as a local copy of "
-                f"its timm hub weights (backbone.pretrained=true): {err}. For a release checkpoint in "
-                "another format set backbone.pretrained=false with backbone.checkpoint_key, "
-                "backbone.drop_prefixes and backbone.key_map.") from err
+                (problem or f"{path} does not fit backbone.model_name={self.model_name}: {err}")
+                + "\n  A release checkpoint in another format: backbone.pretrained=false with "
+                "backbone.checkpoint_key, backbone.drop_prefixes and backbone.key_map.") from err
         for attr in ("pretrained_cfg", "default_cfg"):
             cfg_dict = getattr(model, attr, None)
             if isinstance(cfg_dict, dict):
