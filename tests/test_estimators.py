@@ -18,6 +18,8 @@ from hydra import compose, initialize_config_module
 from omegaconf import OmegaConf, open_dict
 from sklearn.base import clone
 from sklearn.datasets import load_digits
+from sklearn.discriminant_analysis import LinearDiscriminantAnalysis
+from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import balanced_accuracy_score
 from sklearn.model_selection import GridSearchCV, StratifiedKFold, cross_val_score
 from sklearn.pipeline import make_pipeline
@@ -237,6 +239,32 @@ def test_string_labels_probabilities_and_decision_function():
     decision = binary.decision_function(x[y < 2])
     assert decision.shape == ((y < 2).sum(),)
     assert (binary.predict(x[y < 2]) == np.where(decision > 0, binary.classes_[1], binary.classes_[0])).all()
+
+
+def test_the_closed_form_probabilities_are_the_models_posteriors():
+    x, y = digits(400, classes=5)
+    # Pixels in [0, 1] (exact in float32, what the estimators compute in), in float64 for the
+    # references; norm="none" keeps them as scikit-learn's models see them.
+    x = x.astype(np.float64) / 16
+    # GDA is scikit-learn's LinearDiscriminantAnalysis(solver="lsqr") at the same shrinkage.
+    ours = GDAClassifier(shrinkage=0.1, norm="none", device="cpu").fit(x[:300], y[:300])
+    lda = LinearDiscriminantAnalysis(solver="lsqr", shrinkage=0.1).fit(x[:300], y[:300])
+    np.testing.assert_allclose(ours.predict_proba(x[300:]), lda.predict_proba(x[300:]), atol=1e-5)
+    # logreg's weight decay is scikit-learn's 1 / C.
+    ours = LogisticRegressionClassifier(weight_decay=0.5, norm="none", dtype="float64", tol=1e-9, max_iter=500,
+                                        device="cpu").fit(x[:300], y[:300])
+    reference = LogisticRegression(C=1 / 0.5, tol=1e-10, max_iter=5000).fit(x[:300], y[:300])
+    np.testing.assert_allclose(ours.predict_proba(x[300:]), reference.predict_proba(x[300:]), atol=1e-4)
+    # knn: the weighted vote of the k nearest (cosine) training rows, computed here directly.
+    knn = KNNClassifier(k=5, temperature=0.1, norm="none", device="cpu").fit(x[:300], y[:300])
+    unit = x / np.linalg.norm(x, axis=1, keepdims=True)
+    sims = unit[300:] @ unit[:300].T
+    nearest = np.argsort(-sims, axis=1)[:, :5]
+    weights = np.exp(np.take_along_axis(sims, nearest, 1) / 0.1)
+    votes = np.zeros((100, 5))
+    for row in range(100):
+        np.add.at(votes[row], y[:300][nearest[row]], weights[row] / weights[row].sum())
+    np.testing.assert_allclose(knn.predict_proba(x[300:]), votes, atol=1e-5)
 
 
 def test_a_fit_leaves_the_callers_random_state_and_environment_as_they_were():
