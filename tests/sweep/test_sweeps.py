@@ -18,7 +18,8 @@ from sealab.sweep.launch import available_cores
 
 # Job 0 fails (linear has no augmenter for a grid on eta), jobs 1-3 succeed: 4 result rows
 # (sea's grid gives two) and one failure.
-GRID_WITH_ONE_FAILURE = ["method=linear,sea", "method.grid={augmenter.eta:[0.1,0.3]},null", "method.epochs=1"]
+GRID_WITH_ONE_FAILURE = ["experiment=none", "method=linear,sea", "method.grid={augmenter.eta:[0.1,0.3]},null",
+                         "method.epochs=1"]  # experiment=none: sea without a grid is the published eta=0.8
 
 
 def start_sweep(root, *overrides) -> subprocess.Popen:
