@@ -28,6 +28,7 @@ def _positive(value) -> bool:
     return isinstance(value, float) and math.isfinite(value) and value > 0
 
 
+@pytest.mark.slow  # four sealab-train commands and every timing: ~30 s idle, 90 s on a busy machine
 def test_quick_bench_writes_every_field(tmp_path, monkeypatch):
     out = tmp_path / "nested" / "results.json"
     (tmp_path / "tmp").mkdir()

@@ -9,6 +9,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 REPO = Path(__file__).resolve().parents[1]
 DOCS = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
 # A node id in backquotes; a parametrized one may carry any text in its brackets.
@@ -106,6 +108,7 @@ def test_deselected(): pass
                     "test_xfail": False, "test_param[1]": True, "test_param[2]": False, "test_body_skips": False}
 
 
+@pytest.mark.slow  # imports every cited test file in a second pytest: ~10 s idle
 def test_every_test_the_docs_cite_is_collected_and_not_skipped(tmp_path):
     cited = cited_tests()
     files = sorted({node.split("::")[0] for node in cited})
