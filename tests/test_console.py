@@ -124,3 +124,15 @@ def test_a_choice_whose_plugin_is_missing_names_the_install(monkeypatch):
         assert command_line_problem(argv).endswith("(hydra_plugins.hydra_optuna_sweeper): pip install 'sealab[launchers]'")
     assert command_line_problem(["-m", "hydra/launcher=joblib", "method=linear,sea", "device=cpu"]) is None  # installed
     assert command_line_problem(["method=sea", "trainer=default", "--cfg", "job"]) is None
+
+
+def test_wandb_is_not_handed_the_setting_it_warns_has_no_effect(tmp_path, monkeypatch, capfd):
+    from helpers import compose_train
+
+    from sealab.loggers import run_logger
+
+    monkeypatch.setenv("WANDB_SILENT", "false")  # its warnings reach stderr, as a user sees them
+    cfg = compose_train(["logger=wandb", f"logger.save_dir={tmp_path}"], output_dir=tmp_path)
+    with run_logger(cfg) as logger:
+        assert "anonymous" not in logger._wandb_init
+    assert "anonymous setting has no effect" not in capfd.readouterr().err
