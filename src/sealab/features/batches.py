@@ -93,7 +93,7 @@ class FileBlocks:
     def shape(self) -> tuple[int, int]:
         return self.data.shape
 
-    def to(self, device: torch.device | str) -> "FileBlocks":
+    def to(self, device: torch.device | str) -> FileBlocks:
         return FileBlocks(self.data, device)
 
     def read(self, blocks: list[Block]):
@@ -121,7 +121,7 @@ class MemoryBlocks:
     def shape(self) -> tuple[int, int]:
         return tuple(self.x.shape)
 
-    def to(self, device: torch.device | str) -> "MemoryBlocks":
+    def to(self, device: torch.device | str) -> MemoryBlocks:
         return MemoryBlocks(self.x.to(device), self.targets.to(device))
 
     def read(self, blocks: list[Block]):
