@@ -11,12 +11,15 @@ The exit status is 1 when a survivor is neither killed nor explained, or the sco
 from __future__ import annotations
 
 import argparse
+import ast
+import difflib
 import os
 import subprocess
 import sys
 import tomllib
 from collections import Counter
 from dataclasses import dataclass
+from functools import cache
 from importlib.metadata import version
 from pathlib import Path
 
@@ -60,9 +63,25 @@ def results() -> list[Mutant]:
     return mutants
 
 
+@cache
+def generated_functions(module: str) -> dict[str, list[str]]:
+    """The source lines of every function mutmut generated for ``module`` (the original copy
+    ``<f>__mutmut_orig`` and each mutant ``<f>__mutmut_<n>``), read from its mutants/ copy."""
+    source = (ROOT / "mutants" / "src" / (module.replace(".", "/") + ".py")).read_text()
+    lines = source.splitlines()
+    return {node.name: lines[node.lineno - 1:node.end_lineno]
+            for node in ast.walk(ast.parse(source))
+            if isinstance(node, ast.FunctionDef) and "__mutmut_" in node.name}
+
+
 def mutation(mutant: Mutant) -> tuple[str, str]:
     """The lines the mutant changes, before and after, each joined into one line."""
-    diff = mutmut("show", mutant.name).splitlines()
+    generated = mutant.name.rpartition(".")[2]
+    original = generated.partition("__mutmut_")[0] + "__mutmut_orig"
+    functions, plain = generated_functions(mutant.module), mutant.function.rpartition(".")[2]
+    before = [line.replace(original, plain) for line in functions[original]]
+    after = [line.replace(generated, plain) for line in functions[generated]]
+    diff = list(difflib.unified_diff(before, after, lineterm="", n=0))
     removed = [l[1:].strip() for l in diff if l.startswith("-") and not l.startswith("---")]
     added = [l[1:].strip() for l in diff if l.startswith("+") and not l.startswith("+++")]
     return " ".join(removed), " ".join(added)
