@@ -114,3 +114,25 @@ def test_the_usage_line_names_the_arguments(capsys):
     usage = " ".join(capsys.readouterr().out.split("\n\n")[0].split())
     assert usage.endswith("[-h] [--out DIR] [--select] [--columns-by KEY [KEY ...]] [--report] "
                           "[--baseline METHOD] DIR [DIR ...]")
+
+
+def test_the_files_go_into_a_new_nested_out_folder_and_the_csv_has_no_index_column(tmp_path):
+    sweep(tmp_path / "sweep")
+    out = tmp_path / "results" / "paper" / "v1"
+    table, _ = summarize(tmp_path / "sweep", out=out)
+    assert table.index.name == "method" and list(table.index) == sorted(table.index)
+    assert (out / "summary.md").is_file()
+    assert (out / "runs.csv").read_text().startswith("dataset,backbone,method,seed,overrides,")
+
+
+def test_a_sweep_where_every_job_failed_has_an_empty_table_and_says_so(tmp_path):
+    failed = tmp_path / "0"
+    failed.mkdir()
+    (failed / FAILED).write_text(json.dumps({
+        "dataset": "d", "backbone": "b", "method": "sea", "seed": 0, "overrides": ["method=sea"],
+        "error": "RuntimeError: out of memory"}))
+    table, markdown = summarize(tmp_path)
+    assert table.empty
+    assert markdown == ("No job finished.\n\n1 job(s) without a result:\n\n| run | overrides | error |\n|---|---|---|\n"
+                        "| 0 | method=sea | RuntimeError: out of memory |\n")
+    assert pd.read_csv(tmp_path / "runs.csv")["status"].tolist() == ["failed"]
