@@ -28,8 +28,9 @@ MUTMUT = Path(sys.executable).with_name("mutmut")
 EQUIVALENT = ROOT / "tools" / "mutants_equivalent.toml"
 TARGET = 0.90
 SEPARATOR = "ǁ"  # mutmut's mark between a class and its method in a mutant's name
-# mutmut's verdicts, as `mutmut results` prints them, in the columns of the table.
-COLUMNS = ("killed", "survived", "timeout", "no tests")
+# mutmut's verdicts, as `mutmut results` prints them, in the columns of the table, and
+# "equivalent": a survivor explained in EQUIVALENT.
+COLUMNS = ("killed", "survived", "equivalent", "timeout", "no tests")
 
 
 @dataclass(frozen=True)
@@ -100,6 +101,11 @@ def killed_share(counts: Counter) -> float:
     return counts["killed"] / max(sum(counts.values()), 1)
 
 
+def killed_share_of_killable(counts: Counter) -> float:
+    """The usual mutation score: equivalent mutants (which no test can kill) left out."""
+    return counts["killed"] / max(sum(counts.values()) - counts["equivalent"], 1)
+
+
 def counts_by(key, mutants: list[Mutant]) -> dict[str, Counter]:
     counted: dict[str, Counter] = {}
     for m in mutants:
@@ -108,11 +114,13 @@ def counts_by(key, mutants: list[Mutant]) -> dict[str, Counter]:
 
 
 def table(mutants: list[Mutant]) -> list[str]:
-    lines = ["| module | mutants | " + " | ".join(COLUMNS) + " | score |", "|---" * (len(COLUMNS) + 3) + "|"]
+    lines = ["| module | mutants | " + " | ".join(COLUMNS) + " | score | score without equivalents |",
+             "|---" * (len(COLUMNS) + 4) + "|"]
 
     def row(label: str, counts: Counter) -> str:
         cells = [str(counts[c]) for c in COLUMNS]
-        return f"| {label} | {sum(counts.values())} | " + " | ".join(cells) + f" | {killed_share(counts):.1%} |"
+        scores = f" | {killed_share(counts):.1%} | {killed_share_of_killable(counts):.1%} |"
+        return f"| {label} | {sum(counts.values())} | " + " | ".join(cells) + scores
 
     by_module, by_group = counts_by(lambda p: p, mutants), counts_by(group, mutants)
     for path in sorted(by_module):
@@ -138,13 +146,16 @@ def escape(text: str) -> str:
 
 
 def report(mutants: list[Mutant]) -> tuple[str, int]:
-    """The Markdown report and the number of unexplained survivors."""
+    """The Markdown report and the number of unexplained survivors. ``mutants`` come back with
+    the explained survivors' status set to "equivalent"."""
     equivalents = load_equivalents()
     explained, unexplained = [], []
     for m in sorted((m for m in mutants if m.status in ("survived", "no tests")), key=lambda m: m.name):
         before, after = mutation(m)
         reason = equivalents.get((m.function, after))
         (explained if reason else unexplained).append((m, before, after, reason))
+    equivalent = {m.name for m, *_ in explained}
+    mutants[:] = [Mutant(m.name, "equivalent") if m.name in equivalent else m for m in mutants]
     lines = [
         "# Mutation testing of the numeric and bookkeeping core",
         "",
@@ -153,7 +164,8 @@ def report(mutants: list[Mutant]) -> tuple[str, int]:
         "mutmut changes one operator, constant or argument at a time inside a function; each mutant runs "
         "the tests that reached that function (recorded in one plain run of the tests listed in "
         "`pytest_add_cli_args_test_selection`) and is **killed** when one of them fails. "
-        "**score** = killed / mutants; timeouts and survivors count against it.",
+        "**score** = killed / mutants: survivors, equivalent ones included, and timeouts count against it; "
+        "**score without equivalents** = killed / (mutants - equivalent), the usual mutation score.",
         "",
         *table(mutants),
         "",
