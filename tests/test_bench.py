@@ -71,7 +71,9 @@ def test_quick_bench_writes_every_field(tmp_path, monkeypatch):
     for run in scaling["runs"]:
         assert _positive(run["cpu_epoch_seconds"]) and _positive(run["cpu_over_floor"])
         assert run["peak_rss_mib"] is None or run["peak_rss_mib"] > 0
-    assert _positive(scaling["cpu"]["seconds_per_10k_rows"]) and scaling["cpu"]["r2"] <= 1
+    # The fitted slope's sign is the machine's load at the quick sizes, not the bench's
+    # correctness (test_linearity_hand_worked checks the fit itself): only its presence here.
+    assert math.isfinite(scaling["cpu"]["seconds_per_10k_rows"]) and scaling["cpu"]["r2"] <= 1
     assert not list((tmp_path / "tmp").glob("sealab-scaling-*"))  # the feature files are gone
 
 

@@ -70,6 +70,22 @@ def filter_known_warnings() -> None:
         warnings.filterwarnings("ignore", message=message, module=module)
 
 
+@contextmanager
+def quiet_fits() -> Iterator[None]:
+    """Fits without Lightning's lines (devices, tips, "max_epochs reached") or the library
+    warnings sealab-train filters: a grid search or a bench fits hundreds of times. The logger's
+    level is restored after, so later runs in the process print as usual."""
+    lightning_log = logging.getLogger("lightning.pytorch")
+    level = lightning_log.level
+    lightning_log.setLevel(logging.WARNING)
+    with warnings.catch_warnings():
+        filter_known_warnings()
+        try:
+            yield
+        finally:
+            lightning_log.setLevel(level)
+
+
 class _DropTips(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         return not str(record.msg).startswith(LIGHTNING_TIPS[1])

@@ -16,9 +16,7 @@ Multi-class targets only (any labels: strings included); multi-label datasets go
 from __future__ import annotations
 
 import functools
-import logging
 import os
-import warnings
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
@@ -38,7 +36,7 @@ from sealab.augment.noise import GaussianNoise
 from sealab.augment.pgd import PGD
 from sealab.augment.sea import RandomSpan, SameClassSeA, SeA
 from sealab.augment.step import GradientStep
-from sealab.console import filter_known_warnings
+from sealab.console import quiet_fits
 from sealab.data.base import FRACTION
 from sealab.data.splits import stratified_holdout
 from sealab.device import resolve_device, trainer_placement
@@ -91,21 +89,6 @@ def seeded(seed: int) -> Iterator[None]:
                     os.environ.pop(key, None)
                 else:
                     os.environ[key] = value
-
-
-@contextmanager
-def quiet() -> Iterator[None]:
-    """One fit without Lightning's lines (devices, tips, "max_epochs reached") or the library
-    warnings sealab-train filters too: a grid search fits hundreds of times."""
-    lightning_log = logging.getLogger("lightning.pytorch")
-    level = lightning_log.level
-    lightning_log.setLevel(logging.WARNING)
-    with warnings.catch_warnings():
-        filter_known_warnings()
-        try:
-            yield
-        finally:
-            lightning_log.setLevel(level)
 
 
 def quiet_trainer(device: torch.device, **kw: Any) -> L.Trainer:
@@ -161,7 +144,7 @@ class FeatureClassifier(ClassifierMixin, BaseEstimator):
         ctx = FitContext(task=make_task(len(self.classes_)), seed=seed, device=device,
                          make_trainer=functools.partial(quiet_trainer, device))
         train, val = self.splits(torch.tensor(X), torch.from_numpy(codes).long(), seed)
-        with seeded(seed), quiet():
+        with seeded(seed), quiet_fits():
             normalizer, result, _ = fit_normalized(method, train, val, self.norm, ctx)
         # Scored in float64 (the float32 weights exactly): predictions on a subset of rows equal
         # those on all of them (float32 products differ in the last bits with the row count).

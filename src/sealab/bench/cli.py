@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import logging
 import os
 import platform
 import statistics
@@ -27,6 +26,7 @@ from sealab.bench.measure import (
     measure,
 )
 from sealab.bench.scaling import SCALING_QUICK, ScalingSetup, measure_scaling
+from sealab.console import quiet_fits
 from sealab.fileio import atomic_write_json
 from sealab.report import git_sha
 
@@ -200,8 +200,7 @@ def main(argv: list[str] | None = None) -> dict:
     if args.out is None:
         args.out = default_out()
     setup = QUICK if args.quick else Setup()
-    logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)  # no banner per fit
-    with OtherProcessesShare() as others:  # the commands below are other processes: timed after
+    with quiet_fits(), OtherProcessesShare() as others:  # the commands below are other processes: timed after
         seconds = measure(setup)
         overhead_setup = OVERHEAD_QUICK if args.quick else OVERHEAD
         overhead = measure(overhead_setup, threads=1)
