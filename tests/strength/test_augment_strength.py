@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from helpers import compose_train, make_batch
 
-from sealab.augment.base import SharedBatch
+from sealab.augment.base import Augmented, SharedBatch
 from sealab.augment.isda import ISDA
 from sealab.augment.mixup import Mixup
 from sealab.augment.noise import GaussianNoise
@@ -157,9 +157,31 @@ CONFIG_OF = {SeA: "sea", SameClassSeA: "sea_sameclass", RandomSpan: "sea_random"
 @pytest.mark.parametrize("cls", list(CONFIG_OF), ids=lambda c: c.__name__)
 def test_constructor_defaults_are_the_shipped_configs(cls, tmp_path):
     node = compose_train(["experiment=none", f"method={CONFIG_OF[cls]}"], tmp_path).method.augmenter
-    defaults = {k: p.default for k, p in inspect.signature(cls).parameters.items()}
     configured = {k: v for k, v in node.items() if not k.startswith("_")}
-    assert configured == defaults
+    assert configured.keys() == inspect.signature(cls).parameters.keys()
+    built = cls()  # every argument left to its default
+    assert {key: getattr(built, key) for key in configured} == configured
+
+
+def test_every_bad_value_is_in_the_one_refusal():
+    with pytest.raises(ValueError, match=r"^SeA: method\.augmenter\.eta=-1: .*; method\.augmenter\.alpha=0: "):
+        SeA(eta=-1, alpha=0)
+    with pytest.raises(ValueError, match=r"^RandomSpan: method\.augmenter\.eta=-1: .*; "
+                                         r"method\.augmenter\.concentration=0: "):
+        RandomSpan(eta=-1, concentration=0)
+
+
+def test_a_span_step_subclass_without_rules_of_its_own_gets_the_steps_rule():
+    with pytest.raises(ValueError, match=r"^LogitSpan: method\.augmenter\.eta=-1: must be "):
+        LogitSpan(-1)
+
+
+def test_a_plan_of_neither_mixing_nor_features_is_the_clean_batch():
+    x, y, head = make_batch(b=5)
+    plan, logits, grad = Augmented(y), head(x), torch.ones(5, 5, dtype=x.dtype)
+    assert plan.logits(logits, head) is logits and plan.apply(x) is x
+    a, f = plan.weight_grad_factors(grad, x)
+    assert torch.equal(a, grad.T) and f is x
 
 
 @pytest.mark.parametrize("cls, key, bad", [

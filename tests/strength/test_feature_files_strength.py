@@ -53,11 +53,16 @@ def test_the_description_holds_the_files_sizes_and_the_rows_held_out(tmp_path):
     }
 
 
-def test_constructor_defaults_are_the_shipped_config():
+def test_constructor_defaults_are_the_shipped_config(tmp_path):
     shipped = OmegaConf.load(CONF_DIR / "dataset" / "features.yaml")
     for key, parameter in inspect.signature(FeatureFiles).parameters.items():
         if parameter.default is not inspect.Parameter.empty:
             assert shipped[key] == parameter.default, key
+    described = FeatureFiles(**files(tmp_path)).describe()  # every setting left to its default
+    assert (described["name"], described["backbone"], described["multilabel"], described["primary_metric"]) == \
+        (shipped.name, shipped.backbone, shipped.multilabel, "top1")
+    assert (described["val_from_train"]["fraction"], described["val_from_train"]["seed"]) == \
+        (shipped.val_fraction, shipped.seed)
 
 
 def test_the_primary_metric_asked_for_is_the_datasets(tmp_path):
