@@ -207,3 +207,22 @@ def test_too_many_classes_for_the_examples_say_what_to_set(tmp_path):
             "(the labels take 5 distinct values). Labels must be class indices 0..C-1: renumber them, or set "
             "dataset.num_classes if that many classes is right.")):
         FeatureFiles(**files(tmp_path, labels=labels))
+
+
+BAD = {"text": 5, "int": "abc", "number": "abc", "bool": "yes", "str": "bogus", "list": "abc"}
+
+
+@pytest.mark.parametrize("key", sorted(FeatureFiles.RULES))
+def test_each_setting_is_checked_against_its_rule_and_named(tmp_path, key):
+    settings = {**files(tmp_path), key: BAD[FeatureFiles.RULES[key].kind]}
+    with pytest.raises(ValueError, match=rf"^dataset .*dataset\.{key}="):
+        FeatureFiles(**settings)
+
+
+def test_a_bad_label_of_a_val_file_names_the_val_labels_file(tmp_path):
+    paths = files(tmp_path)
+    val_x, val_y = tmp_path / "val_x.npy", tmp_path / "val_y.npy"
+    np.save(val_x, np.zeros((4, D), dtype=np.float32))
+    np.save(val_y, np.array([0, 1, 2, 7]))
+    with pytest.raises(ValueError, match=re.escape(f"val labels ({val_y}): labels span [0, 7] but num_classes is 4")):
+        FeatureFiles(**paths, val_features=str(val_x), val_labels=str(val_y), num_classes=4)
