@@ -60,6 +60,7 @@ def test_the_summary_file_is_the_table_then_the_jobs_without_a_result(tmp_path):
     assert ok["val_primary"].tolist() == [0.5, 0.6, 0.7, 0.6]
     assert ok["primary_metric"].tolist() == ["test/top1"] * 4 and ok["fit_seconds"].tolist() == [2.5] * 4
     assert ok["run_dir"].tolist() == [str(tmp_path / name) for name in "0123"]
+    assert ok["overrides"].tolist()[0] == str(["method=linear", "seed=0"])
 
 
 def test_select_writes_its_own_file_with_mean_std_and_n(tmp_path):
@@ -136,3 +137,32 @@ def test_a_sweep_where_every_job_failed_has_an_empty_table_and_says_so(tmp_path)
     assert markdown == ("No job finished.\n\n1 job(s) without a result:\n\n| run | overrides | error |\n|---|---|---|\n"
                         "| 0 | method=sea | RuntimeError: out of memory |\n")
     assert pd.read_csv(tmp_path / "runs.csv")["status"].tolist() == ["failed"]
+
+
+def test_a_run_whose_latest_attempt_failed_is_left_out_and_the_others_are_kept(tmp_path):
+    retried = write_run(tmp_path, "0", "linear", 0, 0.10)
+    (retried / FAILED).write_text(json.dumps({"dataset": "d", "backbone": "b", "method": "linear", "seed": 0,
+                                              "overrides": ["method=linear"], "error": "KeyboardInterrupt"}))
+    write_run(tmp_path, "1", "linear", 1, 0.90)
+    table, _ = summarize(tmp_path)
+    assert table.loc["linear", "d/b"] == "90.00"
+
+
+def test_two_settings_that_vary_label_a_row_together(tmp_path):
+    write_run(tmp_path, "0", "sea", 0, 0.85, eta=0.3)
+    run = write_run(tmp_path, "1", "sea", 0, 0.95, eta=0.8)
+    record = json.loads((run / "metrics.json").read_text())
+    record["config"]["method"]["epochs"] = 5
+    (run / "metrics.json").write_text(json.dumps(record))
+    table, _ = summarize(tmp_path)
+    assert list(table.index) == ["sea (method.augmenter.eta=0.3, method.epochs=3)",
+                                 "sea (method.augmenter.eta=0.8, method.epochs=5)"]
+
+
+def test_folders_without_any_run_are_named(tmp_path):
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    with pytest.raises(FileNotFoundError) as missing:
+        summarize([tmp_path / "a", tmp_path / "b"], out=tmp_path / "out")
+    assert str(missing.value) == (f"no metrics.json below {tmp_path / 'a'}, {tmp_path / 'b'}: "
+                                  "is this a sealab run or sweep folder?")
