@@ -166,3 +166,17 @@ def test_folders_without_any_run_are_named(tmp_path):
         summarize([tmp_path / "a", tmp_path / "b"], out=tmp_path / "out")
     assert str(missing.value) == (f"no metrics.json below {tmp_path / 'a'}, {tmp_path / 'b'}: "
                                   "is this a sealab run or sweep folder?")
+
+
+def test_the_help_says_what_the_command_and_each_option_do(capsys):
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "Collect the records of one or more sweeps into one table (CSV + Markdown), failed and" in text
+    for said in ["DIR [DIR ...] sweep folders (or any folders above sealab run dirs), merged into one table",
+                 "--out DIR where runs.csv, summary.md and the report go",
+                 "--select one row per method: the variant with the best validation score (into selected.md)",
+                 "--columns-by KEY [KEY ...] settings whose values become columns",
+                 "--report also the paper's table: report.md, report.tex, report.csv and figures",
+                 "--baseline METHOD the method the report's differences are taken from (default: linear)"]:
+        assert said in text, said
