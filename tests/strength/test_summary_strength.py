@@ -173,7 +173,7 @@ def test_the_help_says_what_the_command_and_each_option_do(capsys):
         main(["--help"])
     text = " ".join(capsys.readouterr().out.split())
     assert "Collect the records of one or more sweeps into one table (CSV + Markdown), failed and" in text
-    for said in ["DIR [DIR ...] sweep folders (or any folders above sealab run dirs), merged into one table",
+    for said in ["DIR sweep folders (or any folders above sealab run dirs), merged into one table",
                  "--out DIR where runs.csv, summary.md and the report go",
                  "--select one row per method: the variant with the best validation score (into selected.md)",
                  "--columns-by KEY [KEY ...] settings whose values become columns",
