@@ -226,3 +226,63 @@ def test_a_bad_label_of_a_val_file_names_the_val_labels_file(tmp_path):
     np.save(val_y, np.array([0, 1, 2, 7]))
     with pytest.raises(ValueError, match=re.escape(f"val labels ({val_y}): labels span [0, 7] but num_classes is 4")):
         FeatureFiles(**paths, val_features=str(val_x), val_labels=str(val_y), num_classes=4)
+
+
+def test_non_numeric_contents_are_described_by_kind(tmp_path):
+    x, y = tmp_path / "x.npy", tmp_path / "y.npy"
+    np.save(x, np.zeros((2, 2), dtype=np.float32))
+    np.save(y, np.array([1 + 2j, 3j]))
+    with pytest.raises(TypeError, match=re.escape(f"{y}: labels must be numbers, but it holds complex128 values "
+                                                  "(e.g. (1+2j)); it should hold")):
+        load_feature_file(x, y, False)
+    np.save(y, np.array([], dtype=str))
+    with pytest.raises(TypeError, match=re.escape(f"{y}: labels must be numbers, but it holds nothing; it should")):
+        load_feature_file(x, y, False)
+
+
+def test_object_arrays_in_a_version_2_npy_file_are_named_too(tmp_path):
+    x, y = tmp_path / "x.npy", tmp_path / "y.npy"
+    np.save(x, np.zeros((2, 2), dtype=np.float32))
+    with open(y, "wb") as f:
+        np.lib.format.write_array(f, np.array([1, None], dtype=object), version=(2, 0), allow_pickle=True)
+    with pytest.raises(TypeError, match=re.escape(f"{y}: labels is a numpy array of Python objects")):
+        load_feature_file(x, y, False)
+
+
+def test_a_pth_file_is_read_as_torch_saves_it(tmp_path):
+    path = tmp_path / "x.pth"
+    torch.save({"features": torch.ones(3, 2), "labels": torch.tensor([0, 1, 1])}, path)
+    x, y = load_feature_file(path, None, False)
+    assert torch.equal(x, torch.ones(3, 2)) and torch.equal(y, torch.tensor([0, 1, 1]))
+
+
+def test_a_directory_without_feature_files_says_only_that(tmp_path):
+    folder = tmp_path / "empty"
+    folder.mkdir()
+    with pytest.raises(IsADirectoryError, match=message(
+            f"features file {folder} is a directory, not a file. Point it at an existing .pt/.pth/.npy/.npz file.")):
+        load_feature_file(folder, None, False)
+
+
+def test_labels_read_from_the_features_file_are_named_by_it(tmp_path):
+    path = tmp_path / "x.npz"
+    np.savez(path, features=np.zeros((2, 2), dtype=np.float32), labels=np.array([0.5, 1.0]))
+    with pytest.raises(ValueError, match=re.escape(f"labels ({path}): class labels must be whole numbers")):
+        load_feature_file(path, None, False)
+
+
+def test_multilabel_targets_come_back_as_floats(tmp_path):
+    path = tmp_path / "x.npz"
+    np.savez(path, features=np.zeros((2, 2), dtype=np.float32), labels=np.array([[1, 0], [0, 1]]))
+    assert load_feature_file(path, None, True)[1].dtype == torch.float32
+
+
+def test_a_val_fraction_too_small_names_the_dataset(tmp_path):
+    with pytest.raises(ValueError, match=r"^dataset 'mine': dataset\.val_fraction=0\.1 holds out 2 of 20 examples"):
+        FeatureFiles(**files(tmp_path), val_fraction=0.1, name="mine")
+
+
+def test_a_multilabel_num_classes_other_than_the_columns_is_refused(tmp_path):
+    y = np.eye(5, dtype=np.float32)[np.arange(N) % 5]
+    with pytest.raises(ValueError, match=r"multi-label targets must be n x 6 \(multi-hot\), got shape \(\d+, 5\)"):
+        FeatureFiles(**files(tmp_path, labels=y), multilabel=True, num_classes=6)
