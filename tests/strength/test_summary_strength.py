@@ -174,9 +174,40 @@ def test_the_help_says_what_the_command_and_each_option_do(capsys):
     text = " ".join(capsys.readouterr().out.split())
     assert "Collect the records of one or more sweeps into one table (CSV + Markdown), failed and" in text
     for said in ["DIR sweep folders (or any folders above sealab run dirs), merged into one table",
-                 "--out DIR where runs.csv, summary.md and the report go",
+                 "--out DIR where runs.csv, summary.md and the report go (default: the one DIR; required with "
+                 "several)",
                  "--select one row per method: the variant with the best validation score (into selected.md)",
                  "--columns-by KEY [KEY ...] settings whose values become columns",
-                 "--report also the paper's table: report.md, report.tex, report.csv and figures",
+                 "--report also the paper's table: report.md, report.tex, report.csv and figures (PNG, PDF), "
+                 "one block per backbone, each method's variant chosen on validation --baseline",
                  "--baseline METHOD the method the report's differences are taken from (default: linear)"]:
         assert said in text, said
+
+
+def test_a_record_without_overrides_and_a_grids_heads_are_rows_of_their_own(tmp_path):
+    plain = write_run(tmp_path, "0", "linear", 0, 0.80)
+    record = json.loads((plain / "metrics.json").read_text())
+    del record["overrides"]
+    (plain / "metrics.json").write_text(json.dumps(record))
+    grid = write_run(tmp_path, "1", "sea", 0, 0.0)
+    record = json.loads((grid / "metrics.json").read_text())
+    record["grid"] = [{"values": {"augmenter.eta": eta}, "metrics": {"test/top1": top1, "val/top1": 0.5}}
+                      for eta, top1 in [(0.3, 0.70), (0.8, 0.75)]]
+    (grid / "metrics.json").write_text(json.dumps(record))
+    table, _ = summarize(tmp_path)
+    assert table["d/b"].to_dict() == {"linear": "80.00", "sea (method.augmenter.eta=0.3)": "70.00",
+                                      "sea (method.augmenter.eta=0.8)": "75.00"}
+    rows = pd.read_csv(tmp_path / "runs.csv").sort_values("primary")
+    assert rows["overrides"].tolist() == [
+        str(["method=sea", "seed=0", "method.augmenter.eta=0.3"]), str(["method=sea", "seed=0", "method.augmenter.eta=0.8"]),
+        str([])]
+
+
+def test_a_column_setting_some_runs_lack_leaves_their_column_plain(tmp_path, capsys):
+    write_run(tmp_path, "0", "linear", 0, 0.80)
+    run = write_run(tmp_path, "1", "linear", 1, 0.90)
+    record = json.loads((run / "metrics.json").read_text())
+    del record["config"]["norm"]
+    (run / "metrics.json").write_text(json.dumps(record))
+    table, _ = summarize(tmp_path, columns_by=("norm",))
+    assert sorted(table.columns) == ["d/b", "d/b norm=l2"]
