@@ -286,3 +286,18 @@ def test_a_multilabel_num_classes_other_than_the_columns_is_refused(tmp_path):
     y = np.eye(5, dtype=np.float32)[np.arange(N) % 5]
     with pytest.raises(ValueError, match=r"multi-label targets must be n x 6 \(multi-hot\), got shape \(\d+, 5\)"):
         FeatureFiles(**files(tmp_path, labels=y), multilabel=True, num_classes=6)
+
+
+def test_classes_are_named_by_their_index_unless_names_are_given(tmp_path):
+    assert FeatureFiles(**files(tmp_path)).class_names == ["0", "1", "2", "3"]
+
+
+def test_a_label_too_large_found_in_val_drawn_from_train_names_the_train_labels_file(tmp_path):
+    labels = np.arange(N) % 4
+    labels[18] = 99  # a class of one example: the hold-out is not stratified
+    _, held = train_test_split(np.arange(N), test_size=0.2, random_state=0)
+    assert 18 in held  # so the largest label is in val only
+    paths = files(tmp_path, labels=labels)
+    np.save(paths["test_labels"], np.arange(N) % 4)
+    with pytest.raises(ValueError, match=re.escape(f"dataset 'features': {paths['train_labels']} holds the label 99")):
+        FeatureFiles(**paths)

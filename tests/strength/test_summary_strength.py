@@ -211,3 +211,15 @@ def test_a_column_setting_some_runs_lack_leaves_their_column_plain(tmp_path, cap
     (run / "metrics.json").write_text(json.dumps(record))
     table, _ = summarize(tmp_path, columns_by=("norm",))
     assert sorted(table.columns) == ["d/b", "d/b norm=l2"]
+
+
+def test_a_failed_jobs_row_in_runs_csv_keeps_its_variant(tmp_path):
+    write_run(tmp_path, "0", "sea", 0, 0.85, eta=0.3)
+    failed = tmp_path / "1"
+    failed.mkdir()
+    (failed / FAILED).write_text(json.dumps({
+        "dataset": "d", "backbone": "b", "method": "sea", "seed": 0, "error": "ValueError: x",
+        "overrides": ["method=sea", "seed=0", "method.augmenter.eta=0.8"]}))
+    summarize(tmp_path)
+    rows = pd.read_csv(tmp_path / "runs.csv")
+    assert rows.loc[rows["status"] == "failed", "variant"].tolist() == ["method.augmenter.eta=0.8"]
