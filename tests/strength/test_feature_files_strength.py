@@ -215,6 +215,8 @@ BAD = {"text": 5, "int": "abc", "number": "abc", "bool": "yes", "str": "bogus", 
 @pytest.mark.parametrize("key", sorted(FeatureFiles.RULES))
 def test_each_setting_is_checked_against_its_rule_and_named(tmp_path, key):
     settings = {**files(tmp_path), key: BAD[FeatureFiles.RULES[key].kind]}
+    if key == "val_labels":  # (val labels without val features are refused on their own)
+        settings["val_features"] = settings["train_features"]
     with pytest.raises(ValueError, match=rf"^dataset .*dataset\.{key}="):
         FeatureFiles(**settings)
 
@@ -301,3 +303,14 @@ def test_a_label_too_large_found_in_val_drawn_from_train_names_the_train_labels_
     np.save(paths["test_labels"], np.arange(N) % 4)
     with pytest.raises(ValueError, match=re.escape(f"dataset 'features': {paths['train_labels']} holds the label 99")):
         FeatureFiles(**paths)
+
+
+def test_a_file_cut_short_quotes_the_readers_own_error(tmp_path):
+    path = tmp_path / "x.npy"
+    np.save(path, np.zeros((50, 4), dtype=np.float32))
+    path.write_bytes(path.read_bytes()[:100])
+    with pytest.raises(Exception) as raised:  # what numpy itself says about the file
+        np.load(path)
+    first_line = str(raised.value).splitlines()[0]
+    with pytest.raises(ValueError, match=re.escape(f"({type(raised.value).__name__}: {first_line})")):
+        load_feature_file(path, None, False)

@@ -223,3 +223,14 @@ def test_a_failed_jobs_row_in_runs_csv_keeps_its_variant(tmp_path):
     summarize(tmp_path)
     rows = pd.read_csv(tmp_path / "runs.csv")
     assert rows.loc[rows["status"] == "failed", "variant"].tolist() == ["method.augmenter.eta=0.8"]
+
+
+def test_a_job_hydra_started_that_left_nothing_else_is_listed_as_unfinished(tmp_path):
+    hydra = tmp_path / "0" / ".hydra"
+    hydra.mkdir(parents=True)
+    (hydra / "config.yaml").write_text("seed: 3\n")
+    (hydra / "hydra.yaml").write_text(
+        "hydra:\n  runtime:\n    choices: {dataset: d, backbone: b, method: sea}\n  overrides:\n    task: [seed=3]\n")
+    _, markdown = summarize(tmp_path)
+    assert markdown == ("No job finished.\n\n1 job(s) without a result:\n\n| run | overrides | error |\n|---|---|---|\n"
+                        "| 0 | seed=3 | no result: still running, or killed |\n")
