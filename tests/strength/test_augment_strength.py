@@ -230,3 +230,26 @@ def test_the_gradient_direction_survives_a_batch_mean_that_underflows_float32():
     expected = F.normalize(x[:2].double() + 0.5 * g / g.norm(dim=1, keepdim=True), dim=1).float()
     out, _ = GradientStep(eta=0.5).augment(x, y, head.float())
     torch.testing.assert_close(out[:2], expected)
+
+
+class EvenSpan(SpanStep):
+    """Equal weights over the same-class partners."""
+
+    def scores(self, batch, logits, head):
+        return torch.zeros(len(batch.x), len(batch.x), dtype=batch.x.dtype)
+
+    def partners(self, y, head):
+        return (y[:, None] == y[None, :]) & ~torch.eye(len(y), dtype=torch.bool)
+
+
+@pytest.mark.parametrize("length", [1e-7, 1e-13])
+def test_a_tiny_span_direction_is_normalised_as_f_normalize_does(length):
+    # Row 0's partners nearly cancel: (Q X)_0 = length * e3, exactly (d < B: Q X itself is formed).
+    # F.normalize divides by max(|v|, 1e-12): a unit direction at 1e-7, a tenth of one at 1e-13.
+    x = torch.tensor([[1.0, 0, 0], [0, 1, 2 * length], [0, -1, 0], [1, 0, 0]], dtype=torch.float64)
+    y = torch.tensor([0, 0, 0, 1])
+    head = LinearHead(3, MultiClass(2)).double()
+    out, _ = EvenSpan(0.5).augment(x, y, head)
+    span = torch.tensor([0, 0, length], dtype=torch.float64)
+    expected = F.normalize(x[0] + 0.5 * span / max(length, 1e-12), dim=0)
+    torch.testing.assert_close(out[0], expected, rtol=1e-9, atol=1e-12)
