@@ -231,6 +231,10 @@ def test_a_job_hydra_started_that_left_nothing_else_is_listed_as_unfinished(tmp_
     (hydra / "config.yaml").write_text("seed: 3\n")
     (hydra / "hydra.yaml").write_text(
         "hydra:\n  runtime:\n    choices: {dataset: d, backbone: b, method: sea}\n  overrides:\n    task: [seed=3]\n")
+    notes = tmp_path / "0" / "notes"  # Hydra's two files outside .hydra: no job
+    notes.mkdir()
+    for name in ("config.yaml", "hydra.yaml"):
+        (notes / name).write_text((hydra / name).read_text())
     _, markdown = summarize(tmp_path)
     assert markdown == ("No job finished.\n\n1 job(s) without a result:\n\n| run | overrides | error |\n|---|---|---|\n"
                         "| 0 | seed=3 | no result: still running, or killed |\n")
