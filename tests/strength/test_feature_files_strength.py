@@ -39,6 +39,12 @@ def message(text):
     return f"^{re.escape(text)}$"
 
 
+def refused(error, text, *args, **kwargs):
+    """load_feature_file(*args, **kwargs) raises ``error`` with exactly ``text``."""
+    with pytest.raises(error, match=message(text)):
+        load_feature_file(*args, **kwargs)
+
+
 def test_the_description_holds_the_files_sizes_and_the_rows_held_out(tmp_path):
     paths = files(tmp_path)
     data = FeatureFiles(**paths, val_fraction=0.25, seed=3, name="mine", backbone="clip")
@@ -87,40 +93,35 @@ def test_a_directory_names_the_feature_files_it_holds_first_five(tmp_path):
     folder.mkdir()
     for name in ["f.npy", "a.pt", "e.npz", "c.pth", "b.npy", "d.npy", "notes.txt"]:
         (folder / name).write_bytes(b"")
-    with pytest.raises(IsADirectoryError, match=message(
-            f"dataset.train_features={folder} is a directory, not a file (it holds a.pt, b.npy, c.pth, d.npy, "
-            "e.npz). Point dataset.train_features at an existing .pt/.pth/.npy/.npz file.")):
-        load_feature_file(folder, None, False, split="train")
+    refused(IsADirectoryError, f"dataset.train_features={folder} is a directory, not a file (it holds a.pt, b.npy, "
+            "c.pth, d.npy, e.npz). Point dataset.train_features at an existing .pt/.pth/.npy/.npz file.",
+            folder, None, False, split="train")
 
 
 def test_without_a_split_the_messages_name_the_file_kind(tmp_path):
     missing = tmp_path / "none.npy"
-    with pytest.raises(FileNotFoundError, match=message(
-            f"features file {missing}: file not found. Point it at an existing .pt/.pth/.npy/.npz file.")):
-        load_feature_file(missing, None, False)
+    refused(FileNotFoundError,
+            f"features file {missing}: file not found. Point it at an existing .pt/.pth/.npy/.npz file.",
+            missing, None, False)
     other = tmp_path / "x.csv"
     other.write_text("1,2\n")
-    with pytest.raises(ValueError, match=message(
-            f"features file {other}: unsupported file type 'x.csv': use one of ('.pt', '.pth', '.npy', '.npz')")):
-        load_feature_file(other, None, False)
+    refused(ValueError, f"features file {other}: unsupported file type 'x.csv': use one of "
+            "('.pt', '.pth', '.npy', '.npz')", other, None, False)
 
 
 def test_labels_looked_for_in_an_npy_features_file_say_where_to_give_them(tmp_path):
     path = tmp_path / "x.npy"
     np.save(path, np.zeros((4, 2), dtype=np.float32))
-    with pytest.raises(TypeError, match=message(
-            f"{path}: a .npy file holds one array (the features), so it has no labels: give the labels in their "
-            "own file (dataset.val_labels), or save both with numpy.savez(path, features=..., labels=...)")):
-        load_feature_file(path, None, False, split="val")
+    refused(TypeError, f"{path}: a .npy file holds one array (the features), so it has no labels: give the labels "
+            "in their own file (dataset.val_labels), or save both with numpy.savez(path, features=..., labels=...)",
+            path, None, False, split="val")
 
 
 def test_a_pt_tensor_without_labels_says_to_save_a_dict(tmp_path):
     path = tmp_path / "x.pt"
     torch.save(torch.zeros(4, 2), path)
-    with pytest.raises(TypeError, match=message(
-            f"{path} holds one Tensor, not a dict with a 'labels' entry, so it has no labels: give the labels "
-            "in their own file, or save a dict {'features': ..., 'labels': ...}")):
-        load_feature_file(path, None, False)
+    refused(TypeError, f"{path} holds one Tensor, not a dict with a 'labels' entry, so it has no labels: give the "
+            "labels in their own file, or save a dict {'features': ..., 'labels': ...}", path, None, False)
 
 
 def test_missing_entries_of_a_dict_or_an_archive_are_listed(tmp_path):
@@ -172,10 +173,8 @@ def test_text_labels_name_an_example_and_how_to_map_them(tmp_path):
 def test_a_pt_holding_something_else_shows_its_start(tmp_path):
     path = tmp_path / "x.pt"
     torch.save({"features": "z" * 50}, path)
-    with pytest.raises(TypeError, match=message(
-            f"{path} holds a str ({'z' * 40!r}), not features: it should hold an n x d array of numbers (one row "
-            "per example), or a dict with a 'features' entry holding that.")):
-        load_feature_file(path, None, False)
+    refused(TypeError, f"{path} holds a str ({'z' * 40!r}), not features: it should hold an n x d array of numbers "
+            "(one row per example), or a dict with a 'features' entry holding that.", path, None, False)
 
 
 def test_rows_and_labels_of_unequal_length_name_both_files(tmp_path):
