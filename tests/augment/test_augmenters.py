@@ -179,10 +179,13 @@ def test_same_class_has_no_faithful_mode():
 
 def test_noise_is_gaussian_then_renormalised():
     x, y, head = make_batch(b=8)
-    torch.manual_seed(0)
+    # Another seed than the batch's (make_batch draws x from seed 0): noise drawn from the same
+    # seed would be parallel to x, and normalising would hide whether it was added at all.
+    torch.manual_seed(1)
     noisy, y_noise = GaussianNoise(sigma=0.1).augment(x, y, head)
-    torch.manual_seed(0)
+    torch.manual_seed(1)
     torch.testing.assert_close(noisy, F.normalize(x + 0.1 * torch.randn(x.shape, dtype=x.dtype), dim=1))
+    assert not torch.allclose(noisy, x)  # the noise moved the features
     assert torch.equal(y_noise, y)
 
 
