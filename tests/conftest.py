@@ -14,3 +14,13 @@ def sealab_root(tmp_path, monkeypatch):
     """A private SEALAB_ROOT (data, feature cache, outputs) for one test."""
     monkeypatch.setenv("SEALAB_ROOT", str(tmp_path))
     return tmp_path
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """Torch on one thread for a module's tests (``pytestmark = pytest.mark.usefixtures("one_thread")``),
+    then back to what it had."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -34,12 +34,7 @@ STOCHASTIC = {"noise": "augmenter.sigma", "mixup": "augmenter.alpha", "sea_rando
               "isda": "augmenter.lambda0"}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # runs compared to rounding: one thread
 
 
 def blobs(n: int, seed: int):

@@ -21,12 +21,7 @@ LAMDA, DELTA, ALPHA = 0.1, 0.1, 0.1
 SGD = {"lr": 0.8, "momentum": 0.9, "weight_decay": 1e-4}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # runs compared to rounding: one thread
 
 
 def blobs():
