@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import cached_property
+from typing import Any, Callable
 
 import torch
 from torch import nn
@@ -13,6 +13,21 @@ from sealab.heads.linear import LinearHead
 # Where an augmenter's node sits in a config: its constructor's messages name the key a user sets.
 AUGMENTER = "method.augmenter."
 HALVED_GRAM_ROWS = 128
+
+
+class cached_property:  # noqa: N801 (named as the functools one it replaces)
+    """``functools.cached_property`` without its lock: Python 3.11's takes an RLock, which
+    torch.compile cannot trace (``method.compile=inductor`` compiles the step that uses it)."""
+
+    def __init__(self, compute: Callable[[Any], Any]):
+        self.compute, self.name = compute, compute.__name__
+        self.__doc__ = compute.__doc__
+
+    def __get__(self, obj: Any, owner: type | None = None) -> Any:
+        if obj is None:
+            return self
+        value = obj.__dict__[self.name] = self.compute(obj)
+        return value
 
 
 class SharedBatch:
