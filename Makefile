@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 ARGS ?=
 
-.PHONY: run test test-fast bench clean
+.PHONY: run test test-fast bench gpu-check clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -28,6 +28,13 @@ test-fast: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python -m sealab.bench --out bench/results.json $(ARGS)
+
+# On a machine with a CUDA device: the tests marked gpu, then the GPU bench (bench/gpu.json).
+# The bench runs even when a test fails, so one command says everything; it fails if either did.
+gpu-check: $(STAMP)
+	$(BIN)/python -m pytest -q -rs -p no:cacheprovider -m gpu tests/gpu; tests=$$?; \
+	$(BIN)/python -m sealab.bench --device cuda --out bench/gpu.json $(ARGS); bench=$$?; \
+	test $$tests -eq 0 && test $$bench -eq 0
 
 clean:
 	rm -rf $(VENV) outputs .pytest_cache
