@@ -111,6 +111,10 @@ class FeatureAugmenter(nn.Module):
     ``loss_and_grad`` gives the training loss on the augmented batch and its weight gradient
     in closed form; augmenters that change the loss itself (ISDA) override it."""
 
+    # Whether a CUDA graph can capture the step (``method.compile``): no host synchronisation
+    # (``.item()``, ``.tolist()``, a distribution's argument check) and no autograd in it.
+    capturable = True
+
     def plan(self, batch: SharedBatch, logits: torch.Tensor, head: LinearHead) -> Augmented:
         """``logits`` are ``head(batch.x)``, which the probe has computed already."""
         raise NotImplementedError

@@ -53,6 +53,7 @@ class ISDA(FeatureAugmenter):
     """
 
     RULES = {"lambda0": number(0)}
+    capturable = False  # the class loop reads the batch's labels on the host; autograd for dL/dW
 
     def __init__(self, lambda0: float = 0.5):
         validate(type(self).__name__, self.RULES, prefix=AUGMENTER, lambda0=lambda0)

@@ -16,6 +16,7 @@ class Mixup(FeatureAugmenter):
 
     # alpha: both parameters of the Beta distribution of the mixing weight (SeA's alpha is another setting).
     RULES = {"alpha": positive()}
+    capturable = False  # Beta's argument check synchronises with the host
 
     def __init__(self, alpha: float = 1.0):
         validate(type(self).__name__, self.RULES, prefix=AUGMENTER, alpha=alpha)

@@ -118,6 +118,7 @@ class RandomSpan(SpanStep):
     seeded run is deterministic."""
 
     RULES = {**SpanStep.RULES, "concentration": positive()}
+    capturable = False  # Gamma's argument check synchronises with the host
 
     def __init__(self, eta: float = 0.8, concentration: float = 1.0):
         validate(type(self).__name__, self.RULES, prefix=AUGMENTER, eta=eta, concentration=concentration)
