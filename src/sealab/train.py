@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import atexit
+import gc
 import logging
 import sys
 from pathlib import Path
@@ -30,6 +32,12 @@ register_job_dir_resolver()
 
 # Set before Hydra composes: some of the warnings it filters are issued while composing.
 filter_known_warnings()
+
+# A job's process ends with CPython's final garbage collections walking every object torch,
+# Lightning and their imports created: 1 to 4 s on a 2-core machine, longer than the whole fit of
+# a small job. Frozen objects are skipped, and the process ends right after. (Handlers run
+# last-registered first: those torch and Lightning register when a job imports them run before.)
+atexit.register(gc.freeze)
 
 
 def main() -> float | None:
