@@ -95,8 +95,9 @@ MIRRORS = {
     "mixup": MixupClassifier, "pgd": PGDClassifier, "isda": ISDAClassifier,
     "logreg": LogisticRegressionClassifier, "knn": KNNClassifier, "ncm": NCMClassifier, "gda": GDAClassifier,
 }
-# Set by the estimator (the probe's name and sub-nodes), or no setting of a single fit.
-BUILT = {"_target_", "_partial_", "_recursive_", "name", "scheduler", "grid"}
+# Set by the estimator (the probe's name and sub-nodes), or no setting of a single fit (an
+# estimator trains no control head).
+BUILT = {"_target_", "_partial_", "_recursive_", "name", "scheduler", "grid", "control"}
 # Run-level settings (with sealab-train's name) and the estimators' own parameters.
 RUN_LEVEL = {"norm": "norm", "device": "device", "random_state": "seed"}
 OWN = {"validation_fraction", "temperature", "nesterov"}
@@ -141,6 +142,11 @@ def test_the_parameters_are_the_method_configs_settings_with_its_defaults(method
     assert {key: params[key] for key in settings} == settings
     assert {key: params[key] for key in RUN_LEVEL} == {key: run_defaults[run] for key, run in RUN_LEVEL.items()}
     assert set(params) - set(settings) - set(RUN_LEVEL) <= OWN
+
+
+def test_an_estimator_trains_no_control_head_where_the_method_config_does():
+    assert method_config("sea").control is True
+    assert SeAClassifier().build().controls == [] and NoiseClassifier().build().controls == []
 
 
 def test_sea_faithful_is_seas_mode():

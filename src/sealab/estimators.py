@@ -64,14 +64,19 @@ RUN_RULES = {"norm": rule("norm"), "device": rule("device")}
 SEED_ENV = ("PL_GLOBAL_SEED", "PL_SEED_WORKERS")
 
 
+# Method settings no estimator takes: its name is the estimator's; an estimator fits the one
+# classifier it predicts with, so it trains no control head (the probe's default: off).
+NOT_PARAMETERS = ("name", "control")
+
+
 def settings(rules: Mapping[str, Rule], node: str = "") -> list[str]:
     """The scalar settings a class declares rules for (those of its sub-node ``node``: ``lr`` of
-    ``optimizer.lr``): the estimator parameters they become. A method's name and its sub-nodes
-    (head, augmenter, grid) are no parameters: the estimator builds them."""
+    ``optimizer.lr``): the estimator parameters they become. ``NOT_PARAMETERS`` and a method's
+    sub-nodes (head, augmenter, grid) are no parameters: the estimator builds them."""
     prefix = f"{node}." if node else ""
     return [key.removeprefix(prefix) for key, r in rules.items()
             if key.startswith(prefix) and "." not in key.removeprefix(prefix)
-            and key != "name" and r.kind not in ("component", "mapping")]
+            and key not in NOT_PARAMETERS and r.kind not in ("component", "mapping")]
 
 
 @contextmanager

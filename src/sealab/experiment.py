@@ -26,7 +26,7 @@ from sealab.features.ondisk import StreamedFeatures, streams_training_split
 from sealab.features.store import CACHE_SETTINGS, SplitFeatures, load_split_features
 from sealab.fileio import atomic_torch_save, atomic_write_json
 from sealab.heads.normalize import FeatureNormalizer
-from sealab.job import choice, task_overrides
+from sealab.job import choice, sweep_dir, task_overrides
 from sealab.loggers import log_results, run_logger
 from sealab.methods.base import Features, FitContext, FitResult, ImageMethod, Method
 from sealab.report import git_sha, print_metrics, write_metrics
@@ -50,13 +50,16 @@ def split_metrics(scored: dict[str, tuple[torch.Tensor, torch.Tensor]], task: Ta
 @dataclass
 class Fitted:
     """What a run records of its fit: the classifier (normaliser + scorer), what was selected,
-    the metrics, every grid head's values and metrics, and the training time."""
+    the metrics, every grid head's values and metrics (and its control's), the training time,
+    and the metrics of the selected head's control (the head trained beside it without
+    augmentation; None without one)."""
 
     classifier: nn.Module
     selected: dict[str, Any]
     metrics: dict[str, float]
     fit_seconds: float
     grid: list[dict[str, Any]] = field(default_factory=list)
+    control: dict[str, float] | None = None
 
 
 def best_on_validation(metrics: list[dict[str, float]], key: str) -> int:
@@ -93,16 +96,88 @@ def _fit_and_score(method: Method, train: Features | StreamedFeatures, val: Feat
         metrics = split_metrics({s: (class_scores(classifier, x), y) for s, (x, y) in scored.items()}, ctx.task)
         return classifier, {**result.val_metrics, **metrics}
 
+    controls = [(c.values, score(c.scorer)[1]) for c in result.controls]
+
+    def control_of(values: dict[str, Any]) -> dict[str, float] | None:
+        """The metrics of the control that differs from the head of ``values`` in augmentation only."""
+        return next((metrics for shared, metrics in controls if shared.items() <= values.items()), None)
+
     if not result.candidates:
         classifier, metrics = score(result.scorer)
-        return Fitted(classifier, result.selected, metrics, fit_seconds)
+        return Fitted(classifier, result.selected, metrics, fit_seconds, control=control_of({}))
     if val is None:
         raise ValueError("a grid is selected on the validation split, but this fit has none")
     heads = [score(candidate.scorer) for candidate in result.candidates]
-    grid = [{"values": c.values, "metrics": metrics} for c, (_, metrics) in zip(result.candidates, heads)]
+    grid = [{"values": c.values, "metrics": metrics, **({"control": control_of(c.values)} if controls else {})}
+            for c, (_, metrics) in zip(result.candidates, heads)]
     best = best_on_validation([metrics for _, metrics in heads], f"val/{ctx.task.primary_metric}")
     classifier, metrics = heads[best]
-    return Fitted(classifier, result.candidates[best].values, metrics, fit_seconds, grid)
+    selected = result.candidates[best].values
+    return Fitted(classifier, selected, metrics, fit_seconds, grid, control_of(selected))
+
+
+# Points of the primary validation metric a method's head may lose to its control (the same head
+# trained beside it without augmentation) before the run calls it a collapse: seed-to-seed noise
+# on small validation splits stays well below, a too large SeA step costs tens of points.
+COLLAPSE_POINTS = 5.0
+# Mean pairwise cosine of the L2-normalised training features above which they are "nearly
+# collinear" (a randomly initialised resnet10t on digits: 0.99, where SeA collapses; centring
+# first cures it), measured on at most COSINE_SAMPLE rows so the check costs O(sample x d).
+COLLINEAR_COSINE = 0.95
+COSINE_SAMPLE = 4096
+
+
+def collapse_warning(method: DictConfig, primary_metric: str, metrics: dict[str, float],
+                     control: dict[str, float] | None) -> str | None:
+    """The warning of a method whose validation score falls ``COLLAPSE_POINTS`` or more below its
+    control's, naming the fixes; None otherwise (or without a control or validation score)."""
+    key = f"val/{primary_metric}"
+    if control is None or key not in metrics or key not in control:
+        return None
+    gap = 100 * (control[key] - metrics[key])
+    if gap < COLLAPSE_POINTS:
+        return None
+    strengths = [k for k, v in (method.get("augmenter") or {}).items()
+                 if not str(k).startswith("_") and isinstance(v, (int, float)) and not isinstance(v, bool)]
+    step = "eta" if "eta" in strengths else (strengths or ["<strength>"])[0]
+    search = (f"hparams_search=sea_eta{'' if method.name == 'sea' else f' method={method.name}'} (a grid of eta "
+              "chosen on val), or " if step == "eta" else "")
+    return (f"method={method.name}: validation {primary_metric} {100 * metrics[key]:.2f}% is {gap:.1f} pt below "
+            f"its control head's {100 * control[key]:.2f}% (the same head trained beside it without augmentation): "
+            f"the augmentation is too strong for these features. Fixes: {search}"
+            f"method.grid='{{augmenter.{step}:[...]}}' (smaller values, the best chosen on val), or norm=center_l2 "
+            "(centred features make SeA far less sensitive to its step)")
+
+
+def mean_pairwise_cosine(x: torch.Tensor) -> float:
+    """The mean of ``x_i . x_j`` over pairs ``i != j`` of the L2-normalised rows, without the Gram
+    matrix: ``(||sum_i x_i||^2 - sum_i ||x_i||^2) / (n (n - 1))`` (a zero row counts as zeros)."""
+    x = FeatureNormalizer("l2")(x.double())
+    n = len(x)
+    if n < 2:
+        return float("nan")
+    return float((x.sum(dim=0).square().sum() - x.square().sum()) / (n * (n - 1)))
+
+
+def training_sample(train: Features | StreamedFeatures, rows: int = COSINE_SAMPLE) -> torch.Tensor:
+    """At most ``rows`` training rows drawn at random (a generator of its own: the run's random
+    stream is untouched); of features streamed from disk, from the first block alone."""
+    x = (torch.from_numpy(train.rows.read(0, train.block_rows)) if isinstance(train, StreamedFeatures)
+         else train[0])
+    pick = torch.randperm(len(x), generator=torch.Generator().manual_seed(0))[:rows]
+    return x[pick]
+
+
+def collinearity_warning(train: Features | StreamedFeatures, norm: str) -> str | None:
+    """The warning of nearly collinear features under ``norm=l2`` (see ``COLLINEAR_COSINE``)."""
+    if norm != "l2":
+        return None
+    cosine = mean_pairwise_cosine(training_sample(train))
+    if not cosine > COLLINEAR_COSINE:
+        return None
+    return (f"the training features are nearly collinear after L2 normalisation (mean pairwise cosine "
+            f"{cosine:.3f} > {COLLINEAR_COSINE}): a linear head separates them poorly and SeA's steps move every "
+            "feature alike. Use norm=center_l2 (subtract the training mean, then L2)")
 
 
 FitSplits = tuple[Features | StreamedFeatures, Features, Features]
@@ -136,8 +211,11 @@ def _fit_on_features(method: Method, splits: FitSplits, cfg: DictConfig, ctx: Fi
     refit = _fit_and_score(instantiate(_with_values(cfg.method, chosen.selected)), trainval, None, test,
                            cfg.norm, ctx)
     val_metrics = {k: v for k, v in chosen.metrics.items() if k.startswith("val/")}
+    control = None
+    if chosen.control and refit.control:  # validated before the refit, tested after it, as the head
+        control = {**{k: v for k, v in chosen.control.items() if k.startswith("val/")}, **refit.control}
     return Fitted(refit.classifier, chosen.selected, {**val_metrics, **refit.metrics},
-                  chosen.fit_seconds + refit.fit_seconds, chosen.grid)
+                  chosen.fit_seconds + refit.fit_seconds, chosen.grid, control)
 
 
 def _with_values(method_cfg: DictConfig, values: dict[str, Any]) -> DictConfig:
@@ -205,6 +283,9 @@ def run(cfg: DictConfig, config_hash: str | None = None) -> dict[str, Any]:
                     else load_split_features(dataset, backbone, cfg.paths.cache_dir, device, **cfg.extract))
         # Read (and repaired) before seeding, on the rank that fits.
         splits = _fit_splits(method, features, cfg) if is_rank_zero() and not on_images else None
+        notices = [collinearity_warning(splits[0], cfg.norm)] if splits is not None else []
+        for notice in filter(None, notices):
+            log.warning(notice)
         # Fit and evaluate. Seeded again: extraction (of a miss or of a damaged entry) may draw
         # random numbers and a cache hit does not, and the fit must not depend on which happened.
         L.seed_everything(cfg.seed, workers=True, verbose=False)
@@ -223,6 +304,10 @@ def run(cfg: DictConfig, config_hash: str | None = None) -> dict[str, Any]:
                                                  "cache_hit": features.cache_hit})
     if not is_rank_zero():  # rank zero alone records
         return broadcast_from_zero(None)
+    collapse = collapse_warning(cfg.method, dataset.primary_metric, fitted.metrics, fitted.control)
+    if collapse:
+        log.warning(collapse)
+    notices = [notice for notice in (*notices, collapse) if notice]
 
     # Record
     if cfg.save_classifier:
@@ -243,6 +328,9 @@ def run(cfg: DictConfig, config_hash: str | None = None) -> dict[str, Any]:
         # What the method or the grid chose (e.g. logreg's weight decay, SeA's eta).
         **({"selected": fitted.selected} if fitted.selected else {}),
         **({"grid": fitted.grid} if fitted.grid else {}),
+        # The selected head's control: the same head trained beside it without augmentation.
+        **({"control": fitted.control} if fitted.control else {}),
+        **({"warnings": notices} if notices else {}),
         "extract_seconds": features.extract_seconds,
         "cache_hit": features.cache_hit,
         "extracted": features.extracted,
@@ -254,6 +342,6 @@ def run(cfg: DictConfig, config_hash: str | None = None) -> dict[str, Any]:
         "config_hash": config_hash,
     }
     path = write_metrics(run_dir, record)
-    print_metrics(record)
+    print_metrics(record, one_line=sweep_dir() is not None)
     log.info("wrote %s", path)
     return broadcast_from_zero(record)

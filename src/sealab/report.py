@@ -27,7 +27,29 @@ def write_metrics(run_dir: Path, record: dict[str, Any]) -> Path:
     return path
 
 
-def print_metrics(record: dict[str, Any]) -> None:
+def gains_over_control(record: dict[str, Any]) -> dict[str, float]:
+    """``{"val/top1": points, ...}``: the method's primary metric minus its control head's, in points,
+    on validation and test (only where both were measured; empty without a control)."""
+    control, metric = record.get("control") or {}, record["primary_metric"].split("/", 1)[1]
+    keys = (f"{split}/{metric}" for split in ("val", "test"))
+    return {key: 100 * (record["metrics"][key] - control[key]) for key in keys
+            if key in control and key in record["metrics"]}
+
+
+def result_line(record: dict[str, Any]) -> str:
+    """A sweep job's one line: what ran and its primary test metric, with its gain over its control."""
+    primary = record["primary_metric"]
+    gains = ", ".join(f"{gain:+.2f} pt over control on {key.split('/')[0]}"
+                      for key, gain in gains_over_control(record).items())
+    return (f"{record['dataset']} / {record['backbone']} / {record['method']} seed {record['seed']}: "
+            f"{primary} {100 * record['metrics'][primary]:.2f}%" + (f" ({gains})" if gains else ""))
+
+
+def print_metrics(record: dict[str, Any], one_line: bool = False) -> None:
+    """The run's metrics as a table, or (``one_line``: a job of a sweep) as ``result_line``."""
+    if one_line:
+        Console().print(result_line(record), highlight=False)
+        return
     table = Table(title=f"{record['dataset']} / {record['backbone']} / {record['method']} "
                         f"(seed {record['seed']})")
     table.add_column("metric")
@@ -35,6 +57,8 @@ def print_metrics(record: dict[str, Any]) -> None:
     for key, value in record["metrics"].items():
         mark = " *" if key == record["primary_metric"] else ""
         table.add_row(key + mark, f"{100 * value:.2f}%")
+    for key, gain in gains_over_control(record).items():
+        table.add_row(f"{key} gain over control ({100 * record['control'][key]:.2f}%)", f"{gain:+.2f} pt")
     table.add_row("fit seconds", f"{record['fit_seconds']:.2f}")
     table.add_row("extract seconds" + (" (cache hit)" if record["cache_hit"] else ""),
                   f"{record['extract_seconds']:.2f}")

@@ -62,12 +62,16 @@ class FitResult:
     metrics.json; ``val_metrics`` ({"val/<metric>": value}) are validation scores the method
     measured before training on val (a refit on train+val). When it is empty the run scores val.
     ``candidates``: every head of a grid, for the run to select on validation (then ``scorer``
-    is only the first)."""
+    is only the first). ``controls``: heads trained beside them without augmentation, the same
+    initialisation and batches (the probe's ``control``); a control's ``values`` are the grid
+    values it shares with the heads it is the baseline of (a subset of theirs; empty without a
+    grid)."""
 
     scorer: nn.Module
     selected: dict[str, Any] = field(default_factory=dict)
     val_metrics: dict[str, float] = field(default_factory=dict)
     candidates: list[Candidate] = field(default_factory=list)
+    controls: list[Candidate] = field(default_factory=list)
 
 
 class Method(ABC):

@@ -38,6 +38,7 @@ from sealab.methods.base import (
 from sealab.rules import BOOL, COUNT, component, mapping, validate
 
 GRID_PARTS = ("head", "optimizer", "augmenter")  # what a grid may vary; the data pass is shared
+AUGMENTER_KEYS = "augmenter."  # grid keys a control head leaves out: it trains without augmentation
 
 
 @dataclass
@@ -88,6 +89,15 @@ def expand_grid(name: str, components: dict[str, Any], grid: Mapping | None) -> 
     return specs
 
 
+def control_grid(grid: Mapping | None) -> dict[str, list[Any]]:
+    """The control heads' grid: ``grid``'s keys other than the augmenter's, each with its distinct
+    values in order. It gives one control per distinct combination of the values that are not
+    the augmentation's, so every augmented head of a grid has the control that differs from it in
+    the augmentation alone (the head whose ``values`` are a subset of its own)."""
+    return {key: list(dict.fromkeys(values)) for key, values in (grid or {}).items()
+            if not str(key).startswith(AUGMENTER_KEYS)}
+
+
 def combined_optimizer(specs: list[HeadSpec], heads: list[LinearHead]) -> torch.optim.Optimizer:
     """One optimizer with a parameter group per head, each with its own hyper-parameters:
     the same update as one optimizer per head."""
@@ -109,32 +119,45 @@ class ProbeModule(HeadModule):
     (manual optimisation, the data module's ``WholeEpochs``), so Lightning's per-batch hooks,
     logging and bookkeeping run once per epoch. Per step: the losses and closed-form weight
     gradients (``step``), the raw optimizer's step, and one in-place sum of the losses for
-    the epoch's mean."""
+    the epoch's mean.
+
+    ``control_specs`` and ``control_heads``: heads trained without augmentation on the same
+    batches, from the same initialisation (the run's free baseline). Their products are their
+    own, never stacked with the augmented heads', so the augmented heads' numbers are those of a
+    run without them, bit for bit. They come after the augmented heads in ``heads``."""
 
     def __init__(self, specs: list[HeadSpec], heads: list[LinearHead],
-                 scheduler: Callable[..., Any] | None = None):
-        super().__init__(heads)
+                 scheduler: Callable[..., Any] | None = None,
+                 control_specs: list[HeadSpec] = (), control_heads: list[LinearHead] = ()):
+        super().__init__([*heads, *control_heads])
         self.automatic_optimization = False
-        self.specs, self.scheduler_factory = specs, scheduler
+        self.specs, self.scheduler_factory = [*specs, *control_specs], scheduler
+        self.augmented = len(specs)  # heads[:augmented] are the method's, the rest its controls
         self.augmenters = nn.ModuleList([s.augmenter for s in specs if s.augmenter is not None])
+        # (specs, heads, whether any augments): the method's heads, then the controls if any
+        self.groups = [(list(specs), list(heads), len(self.augmenters) > 0),
+                       *([(list(control_specs), list(control_heads), False)] if control_heads else [])]
         self._epoch_losses: torch.Tensor | None = None  # each head's example-weighted mean
 
     def head_scores(self, x: torch.Tensor) -> torch.Tensor:
         """B x K x C: every head's logits from one product."""
-        if len(self.heads) == 1:
-            return (x @ self.heads[0].weight.T).unsqueeze(1)
-        weights = torch.stack([head.weight for head in self.heads])  # K x C x d
-        k, c, d = weights.shape
-        return (x @ weights.reshape(k * c, d).T).view(len(x), k, c)
+        return _scores(list(self.heads), x)
 
     def step(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """Every head's loss on the batch (K, or a scalar for one head), with its weight gradient
-        put in ``.grad`` in closed form (no autograd graph: the head is linear). Heads whose
-        gradient is ``A_k @ x`` (plain, or a mixing matrix: SeA, mixup) share one product."""
-        logits = [x @ self.heads[0].weight.T] if len(self.heads) == 1 else self.head_scores(x).unbind(1)
-        shared = SharedBatch(x, y) if self.augmenters else None
+        put in ``.grad`` in closed form (no autograd graph: the head is linear)."""
+        if len(self.groups) == 1:
+            return self.group_step(*self.groups[0], x, y)
+        return torch.cat([self.group_step(*group, x, y).reshape(-1) for group in self.groups])
+
+    def group_step(self, specs: list[HeadSpec], heads: list[LinearHead], augments: bool, x: torch.Tensor,
+                   y: torch.Tensor) -> torch.Tensor:
+        """``step`` for one group of heads. Heads whose gradient is ``A_k @ x`` (plain, or a mixing
+        matrix: SeA, mixup) share one product."""
+        logits = [x @ heads[0].weight.T] if len(heads) == 1 else _scores(heads, x).unbind(1)
+        shared = SharedBatch(x, y) if augments else None
         losses, on_x, on_x_heads = [], [], []
-        for spec, head, clean in zip(self.specs, self.heads, logits):
+        for spec, head, clean in zip(specs, heads, logits):
             if spec.augmenter is None:
                 loss, logit_grad = head.loss_and_logit_grad(clean, y)
                 factor, features = logit_grad.T, x
@@ -183,14 +206,33 @@ class ProbeModule(HeadModule):
         if scheduler is not None:  # stepped every epoch, as Lightning steps it in automatic optimisation
             scheduler.step()
 
+    def metric_key(self, name: str, k: int) -> str:
+        """The augmented heads' keys as without controls; a control's ends in ``[control]`` (or
+        ``[control j]`` for the j-th of several)."""
+        controls = len(self.heads) - self.augmented
+        if k < self.augmented:
+            return name if self.augmented == 1 else f"{name}[{k}]"
+        return f"{name}[control]" if controls == 1 else f"{name}[control {k - self.augmented}]"
+
     def grid_label(self, k: int) -> str:
-        return f" of grid head {k} {self.specs[k].values}" if len(self.heads) > 1 else ""
+        if k >= self.augmented:
+            return f" of the control head {self.specs[k].values or ''}".rstrip()
+        return f" of grid head {k} {self.specs[k].values}" if self.augmented > 1 else ""
 
     def configure_optimizers(self):
         optimizer = combined_optimizer(self.specs, list(self.heads))
         if self.scheduler_factory is None:
             return optimizer
         return {"optimizer": optimizer, "lr_scheduler": self.scheduler_factory(optimizer)}
+
+
+def _scores(heads: list[LinearHead], x: torch.Tensor) -> torch.Tensor:
+    """B x K x C: the logits of ``heads`` from one product."""
+    if len(heads) == 1:
+        return (x @ heads[0].weight.T).unsqueeze(1)
+    weights = torch.stack([head.weight for head in heads])  # K x C x d
+    k, c, d = weights.shape
+    return (x @ weights.reshape(k * c, d).T).view(len(x), k, c)
 
 
 def grid_memory_bytes(num_heads: int, num_classes: int, dim: int, itemsize: int = 4) -> int:
@@ -225,45 +267,61 @@ class LinearProbe(Method):
     blocks (``BlockShuffledBatches``), so resident memory is about
     ``block_rows x d x (4 + itemsize)`` bytes for the block, 16 bytes per training row for the
     epoch's order and targets, the validation split, and ``grid_memory_bytes`` for the heads,
-    whatever the number of training rows."""
+    whatever the number of training rows.
+
+    ``control``: also train, in the same pass, the head without augmentation (same initialisation,
+    same batches): one per distinct combination of the grid's values that are not the
+    augmenter's (``control_grid``). The fit returns them as ``FitResult.controls``; the augmented
+    heads' numbers are the same with and without them."""
 
     streams = True
     # head, augmenter, scheduler: nodes with a _target_, checked by their classes' own rules.
     RULES = {**Method.RULES, "head": component(), **OPTIMIZER_RULES, "scheduler": component(nullable=True),
              "augmenter": component(nullable=True), "epochs": COUNT, "batch_size": COUNT, "drop_last": BOOL,
-             "grid": mapping(nullable=True)}
+             "grid": mapping(nullable=True), "control": BOOL}
 
     def __init__(self, name: str, head: Any, optimizer: Any, augmenter: Any = None, scheduler: Any = None,
-                 epochs: int = 100, batch_size: int = 256, drop_last: bool = False, grid: Mapping | None = None):
+                 epochs: int = 100, batch_size: int = 256, drop_last: bool = False, grid: Mapping | None = None,
+                 control: bool = False):
         validate(type(self).__name__, self.RULES, prefix=METHOD, name=name, head=head,
                  optimizer=settings_of(optimizer), augmenter=augmenter, scheduler=scheduler, epochs=epochs,
-                 batch_size=batch_size, drop_last=drop_last, grid=grid)
+                 batch_size=batch_size, drop_last=drop_last, grid=grid, control=control)
         super().__init__(name)
+        if control and augmenter is None:
+            raise ValueError(f"method={name} has no augmenter: a control head (the head without augmentation) "
+                             "would be the method itself; set method.control=false")
         self.specs = expand_grid(name, {"head": head, "optimizer": optimizer, "augmenter": augmenter}, grid)
+        self.controls = (expand_grid(name, {"head": head, "optimizer": optimizer, "augmenter": None},
+                                     control_grid(grid)) if control else [])
         self.scheduler = _build(scheduler)
         self.epochs, self.batch_size, self.drop_last = epochs, batch_size, drop_last
 
     def fit(self, train: Features | StreamedFeatures, val: Features | None, ctx: FitContext) -> FitResult:
         train = feature_blocks(train)
         dim = train.shape[1]
-        need, have = grid_memory_bytes(len(self.specs), ctx.task.num_classes, dim), available_memory(ctx.device)
+        specs = [*self.specs, *self.controls]
+        need, have = grid_memory_bytes(len(specs), ctx.task.num_classes, dim), available_memory(ctx.device)
         if have is not None and need > have:
-            raise MemoryError(f"method={self.name}: {len(self.specs)} heads of {ctx.task.num_classes} x {dim} "
+            raise MemoryError(f"method={self.name}: {len(specs)} heads of {ctx.task.num_classes} x {dim} "
                               f"need about {need / 2**30:.1f} GiB with their gradients and optimizer state, "
-                              f"but {ctx.device} has {have / 2**30:.1f} GiB free: shrink method.grid")
+                              f"but {ctx.device} has {have / 2**30:.1f} GiB free: shrink method.grid"
+                              + (" (or method.control=false)" if self.controls else ""))
         # Every head starts from the initialisation its single run would draw.
         start = torch.get_rng_state()
         heads = []
-        for spec in self.specs:
+        for spec in specs:
             torch.set_rng_state(start)
             heads.append(spec.head(in_features=dim, task=ctx.task))
-        module = ProbeModule(self.specs, heads, self.scheduler)
+        heads, control_heads = heads[:len(self.specs)], heads[len(self.specs):]
+        module = ProbeModule(self.specs, heads, self.scheduler, self.controls, control_heads)
         data = FeatureDataModule(train, val, batch_size=self.batch_size,
                                  drop_last=self.drop_last, seed=ctx.seed)
         # Without a validation split, switch the validation loop off (and its warning).
         trainer = ctx.make_trainer(max_epochs=self.epochs, **({} if val else {"limit_val_batches": 0}))
         trainer.fit(module, datamodule=data)
         heads = [head.cpu().eval() for head in heads]
+        controls = [Candidate(s.values, head.cpu().eval()) for s, head in zip(self.controls, control_heads)]
         if len(heads) == 1:
-            return FitResult(heads[0])
-        return FitResult(heads[0], candidates=[Candidate(s.values, h) for s, h in zip(self.specs, heads)])
+            return FitResult(heads[0], controls=controls)
+        return FitResult(heads[0], candidates=[Candidate(s.values, h) for s, h in zip(self.specs, heads)],
+                         controls=controls)
