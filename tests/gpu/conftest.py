@@ -4,23 +4,17 @@ to check their own logic on a machine without a GPU (each then compares the CPU 
 
 from __future__ import annotations
 
-import gc
 import os
 
-import lightning as L
 import numpy as np
 import pytest
 import torch
+from gpu_helpers import CPU
 from PIL import Image
-
-from sealab.device import trainer_placement
-from sealab.methods.base import FitContext
-from sealab.task import make_task
 
 ON_CPU = os.environ.get("SEALAB_GPU_TESTS_ON") == "cpu"
 NO_CUDA = ("no CUDA device (torch.cuda.is_available() is False): run make gpu-check on a machine "
            "with a GPU, or SEALAB_GPU_TESTS_ON=cpu to try these tests' logic on the CPU")
-CPU = torch.device("cpu")
 
 
 def pytest_collection_modifyitems(config, items):
@@ -36,28 +30,6 @@ def pytest_collection_modifyitems(config, items):
 def device() -> torch.device:
     """The device under test: the first CUDA device (the CPU with SEALAB_GPU_TESTS_ON=cpu)."""
     return CPU if ON_CPU else torch.device("cuda", 0)
-
-
-def allocated(device: torch.device) -> int:
-    """Bytes of tensors alive on ``device`` once garbage is collected (0 off CUDA)."""
-    gc.collect()
-    if device.type != "cuda":
-        return 0
-    torch.cuda.synchronize(device)
-    return torch.cuda.memory_allocated(device)
-
-
-def fit_context(device: torch.device, num_classes: int, seed: int = 0, run_dir=None, callbacks=()) -> FitContext:
-    """What a run hands a method on ``device``: its trainer placed there, quiet."""
-
-    def make_trainer(**kw):
-        quiet = dict(logger=False, enable_progress_bar=False, enable_checkpointing=False,
-                     enable_model_summary=False, num_sanity_val_steps=0)
-        return L.Trainer(**{**quiet, **trainer_placement(device), **kw,
-                            "callbacks": [*callbacks, *kw.get("callbacks", [])]})
-
-    return FitContext(task=make_task(num_classes, False), seed=seed, device=device, make_trainer=make_trainer,
-                      run_dir=run_dir)
 
 
 @pytest.fixture(scope="session")
