@@ -70,13 +70,22 @@ def random_features(setup: Setup) -> tuple[torch.Tensor, torch.Tensor]:
     return x, torch.randint(setup.num_classes, (setup.n,), generator=gen)
 
 
+def synchronize(device: torch.device) -> None:
+    """Wait for the work queued on ``device`` (CUDA runs asynchronously), so a clock read after
+    it counts that work."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
 def _plain_epoch_seconds(make_epoch: Callable, x: torch.Tensor, y: torch.Tensor, setup: Setup) -> list[float]:
     torch.manual_seed(setup.seed)
     epoch = make_epoch(x, y, setup.num_classes, setup.batch_size)
     seconds = []
     for _ in range(1 + setup.epochs):
+        synchronize(x.device)
         start = time.perf_counter()
         epoch()
+        synchronize(x.device)
         seconds.append(time.perf_counter() - start)
     return seconds
 
@@ -85,13 +94,16 @@ def _epoch_seconds(variant: str, x: torch.Tensor, y: torch.Tensor, setup: Setup)
     if variant in PLAIN_LOOPS:
         return _plain_epoch_seconds(PLAIN_LOOPS[variant], x, y, setup)
     overrides = SEALAB_METHODS[variant] + ([eta_grid(setup.grid_size)] if variant == "sealab_sea_grid" else [])
-    return sealab_epoch_seconds(overrides, (x, y), setup.num_classes, setup.batch_size, epochs=1 + setup.epochs)
+    return sealab_epoch_seconds(overrides, (x, y), setup.num_classes, setup.batch_size, epochs=1 + setup.epochs,
+                                device=x.device)
 
 
-def measure(setup: Setup, threads: int | None = None) -> dict[str, list[list[float]]]:
+def measure(setup: Setup, threads: int | None = None,
+            device: torch.device | None = None) -> dict[str, list[list[float]]]:
     """Per variant, one list per round: the warm-up epoch's seconds, then the measured ones;
-    on ``threads`` torch threads (None: as set)."""
-    x, y = random_features(setup)
+    on ``threads`` torch threads (None: as set), with the features on ``device`` (the CPU
+    unless given)."""
+    x, y = (t.to(device or "cpu") for t in random_features(setup))
     seconds: dict[str, list[list[float]]] = {v: [] for v in VARIANTS}
     before = torch.get_num_threads()
     torch.set_num_threads(threads or before)
