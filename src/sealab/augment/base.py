@@ -41,9 +41,10 @@ class SharedBatch:
     def gram(self) -> torch.Tensor:
         """``X X^T`` from three quarters of the multiply-adds: it is symmetric, so the upper-right
         block is the mirror of the lower-left one (below ``HALVED_GRAM_ROWS`` rows the extra
-        kernels cost more than the quarter saved)."""
+        kernels cost more than the quarter saved; torch.compile cannot trace products written
+        into slices of ``out``)."""
         x = self.x
-        if len(x) < HALVED_GRAM_ROWS:
+        if len(x) < HALVED_GRAM_ROWS or torch.compiler.is_compiling():
             return x @ x.T
         h = len(x) // 2
         top, bottom = x[:h], x[h:]
