@@ -19,6 +19,7 @@ from sealab.bench.cli import TARGETS, main
 from sealab.bench.contention import PROC_STAT, OtherProcessesShare
 from sealab.bench.measure import VARIANTS, Setup, floor_macs
 from sealab.bench.scaling import SCALING_QUICK, linearity, write_features
+from sealab.bench.startup import FLOORS, import_seconds, spread
 from sealab.features.ondisk import NpyRows
 from sealab.heads.linear import LinearHead
 from sealab.task import MultiClass
@@ -55,10 +56,20 @@ def test_quick_bench_writes_every_field(tmp_path, monkeypatch):
             assert all(_positive(s) for s in seconds), name
     assert set(results["targets"]) == {t.name for t in TARGETS}
     for target in results["targets"].values():
-        assert _positive(target["ratio"]) and _positive(target["limit"])
-        assert isinstance(target["pass"], bool)
+        assert _positive(target["limit"]) and isinstance(target["pass"], bool)
+        if target["denominator"] is None:  # an absolute limit, in seconds
+            assert target["seconds"] == results["timings"][target["numerator"]]
+            assert target["pass"] == (target["seconds"] <= target["limit"])
+            continue
+        assert _positive(target["ratio"])
         expected = results["timings"][target["numerator"]] / results["timings"][target["denominator"]]
         assert math.isclose(target["ratio"], expected)
+    startup = results["startup"]
+    assert startup["repeats"] == 1 and len(startup["cached_tiny_job"]["runs"]) == 1
+    assert set(startup["floors"]) == set(FLOORS)
+    assert all(_positive(s["median"]) for s in (startup["cached_tiny_job"], *startup["floors"].values()))
+    assert results["timings"]["startup_cached_tiny_job"] == startup["cached_tiny_job"]["median"]
+    assert "torch" in startup["job_imports"]["by_package"] and _positive(startup["job_imports"]["total"])
     assert set(results["command_seconds"]) == {"grid_command", "separate_commands"}
     assert all(_positive(s) for s in results["command_seconds"].values())
     assert results["floor"]["sea_clean_over_linear"] > 1
@@ -88,6 +99,29 @@ def test_floor_multiply_adds_hand_worked():
     small = floor_macs(Setup(d=64, num_classes=10, grid_size=8))
     one = 2 * 256 * 10 * 64 + 256 * 256 * 64 + 10 * 10 * 64 + 256 * 10 * 10 + 3 * 256 * 256 * 10
     assert small["sea_clean"] == one and small["sea_grid"] == 8 * one
+
+
+def test_startup_spread_is_the_median_and_range():
+    assert spread([3.0, 1.0, 2.0, 10.0, 2.5]) == {"median": 2.5, "min": 1.0, "max": 10.0,
+                                                  "runs": [3.0, 1.0, 2.0, 10.0, 2.5]}
+    assert spread([4.0, 2.0])["median"] == 3.0
+
+
+def test_import_seconds_sums_each_packages_own_time():
+    """Self times (first column) summed per top-level package; cumulative times and the header
+    ignored, as are lines that are not importtime's."""
+    log = """import time: self [us] | cumulative | imported package
+import time:       100 |        100 |     torch._C
+import time:      2000 |       2100 |   torch
+import time:       300 |        300 |     torchvision.ops
+import time:       700 |       3100 |   torchvision
+import time:        50 |       3150 | lightning.fabric
+[2026-12-07 01:00:00][INFO] - a log line of the job
+import time:        25 |         25 | lightning
+"""
+    result = import_seconds(log, top=2)
+    assert result["by_package"] == pytest.approx({"torch": 2100e-6, "torchvision": 1000e-6})
+    assert math.isclose(result["total"], 3175e-6)
 
 
 def test_linearity_hand_worked():
