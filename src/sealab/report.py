@@ -39,16 +39,15 @@ def gains_over_control(record: dict[str, Any]) -> dict[str, float]:
 def result_line(record: dict[str, Any]) -> str:
     """A sweep job's one line: what ran and its primary test metric, with its gain over its control."""
     primary = record["primary_metric"]
-    gains = ", ".join(f"{gain:+.2f} pt over control on {key.split('/')[0]}"
-                      for key, gain in gains_over_control(record).items())
+    gains = ", ".join(f"{key.split('/')[0]} {gain:+.2f} pt" for key, gain in gains_over_control(record).items())
     return (f"{record['dataset']} / {record['backbone']} / {record['method']} seed {record['seed']}: "
-            f"{primary} {100 * record['metrics'][primary]:.2f}%" + (f" ({gains})" if gains else ""))
+            f"{primary} {100 * record['metrics'][primary]:.2f}%" + (f" (gain over control: {gains})" if gains else ""))
 
 
 def print_metrics(record: dict[str, Any], one_line: bool = False) -> None:
     """The run's metrics as a table, or (``one_line``: a job of a sweep) as ``result_line``."""
     if one_line:
-        Console().print(result_line(record), highlight=False)
+        print(result_line(record))  # never wrapped: one job, one line, whatever the terminal's width
         return
     table = Table(title=f"{record['dataset']} / {record['backbone']} / {record['method']} "
                         f"(seed {record['seed']})")

@@ -6,14 +6,17 @@ values that are not the augmenter's."""
 from __future__ import annotations
 
 import lightning as L
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from helpers import compose_train, fit_context
+from helpers import compose_train, fit_context, metrics_files, read_metrics, run_train
 from hydra.errors import InstantiationException
 from hydra.utils import instantiate
-from omegaconf import OmegaConf
+from omegaconf import OmegaConf, open_dict
 
+from sealab.experiment import COLLAPSE_POINTS, collapse_warning, mean_pairwise_cosine, run, training_sample
+from sealab.features.ondisk import NpyRows, StreamedFeatures
 from sealab.methods.probe import LinearProbe, control_grid
 
 C, D = 4, 24
@@ -115,3 +118,96 @@ def test_control_is_a_declared_bool_off_for_the_plain_probe_on_for_every_augment
         method("linear", "method.control=true")  # the plain probe is its own control
     with pytest.raises((ValueError, InstantiationException), match="method.control='yes'"):
         method("sea", "method.control=yes")
+
+
+# ---- the run: metrics.json, the console, the warnings ----
+
+FAST = ["num_threads=1", "~logger", "trainer.enable_progress_bar=false"]
+
+
+def run_in_process(root, *overrides: str, name: str = "run") -> dict:
+    cfg = compose_train([*FAST, *overrides], output_dir=root / name)
+    with open_dict(cfg):
+        cfg.paths.cache_dir = str(root / "cache")
+    return run(cfg)
+
+
+def test_a_sweep_records_each_jobs_control_prints_one_line_a_job_and_warns_of_a_collapse(tmp_path):
+    proc = run_train(tmp_path, "method.augmenter.eta=0.3,20", "method.epochs=8", *FAST, multirun=True)
+    records = {r["config"]["method"]["augmenter"]["eta"]: r for r in map(read_metrics, metrics_files(tmp_path))}
+    for record in records.values():
+        assert record["control"].keys() == record["metrics"].keys() == {
+            "val/top1", "val/mean_per_class", "test/top1", "test/mean_per_class"}
+    lines = [line for line in proc.stdout.splitlines() if line.startswith("digits / random_features / sea seed 0: ")]
+    assert len(lines) == 2 and "┏" not in proc.stdout  # one line a job, no table
+    collapsed, fine = records[20], records[0.3]
+    gain = 100 * (collapsed["metrics"]["val/top1"] - collapsed["control"]["val/top1"])
+    assert gain < -COLLAPSE_POINTS and f"gain over control: val {gain:+.2f} pt, test " in "\n".join(lines)
+    (warning,) = collapsed["warnings"]
+    assert all(fix in warning for fix in ("hparams_search=sea_eta", "method.grid=", "norm=center_l2"))
+    assert warning in proc.stdout + proc.stderr and "warnings" not in fine
+
+
+def test_a_single_run_shows_the_gain_in_its_table_and_control_false_records_none(tmp_path, capsys):
+    on = run_in_process(tmp_path, "method.epochs=3", name="on")
+    assert "val/top1 gain over control" in capsys.readouterr().out
+    off = run_in_process(tmp_path, "method.epochs=3", "method.control=false", name="off")
+    assert "control" in on and "control" not in off and "gain over control" not in capsys.readouterr().out
+    assert on["metrics"] == off["metrics"]  # exactly: the control changes none of SeA's numbers
+    assert read_metrics(tmp_path / "on" / "metrics.json")["control"] == on["control"]
+
+
+def collinear_files(root, n=120, d=16, classes=3):
+    """Features along one direction (a constant offset) plus a little class signal and noise."""
+    gen = np.random.default_rng(0)
+    paths = []
+    for split, rows in (("train", n), ("test", n // 2)):
+        y = np.arange(rows) % classes
+        x = 5.0 + 0.3 * np.eye(classes, d)[y] + 0.1 * gen.normal(size=(rows, d))
+        np.save(root / f"{split}.x.npy", x.astype(np.float32))
+        np.save(root / f"{split}.y.npy", y)
+        paths += [f"dataset.{split}_features={root / f'{split}.x.npy'}", f"dataset.{split}_labels={root / f'{split}.y.npy'}"]
+    return paths
+
+
+def test_nearly_collinear_features_under_l2_warn_and_name_center_l2(tmp_path, caplog):
+    files = ["dataset=features", *collinear_files(tmp_path), "method=ncm"]
+    record = run_in_process(tmp_path, *files, "norm=l2", name="l2")
+    (warning,) = record["warnings"]
+    assert "nearly collinear" in warning and "norm=center_l2" in warning and warning in caplog.text
+    assert "warnings" not in run_in_process(tmp_path, *files, "norm=center_l2", name="centred")
+
+
+def test_mean_pairwise_cosine_is_the_mean_off_diagonal_cosine():
+    x = torch.randn(50, 8, generator=torch.Generator().manual_seed(0)) + torch.tensor([2.0] + [0.0] * 7)
+    x[3] = 0  # a zero row: zero cosine with every other
+    unit = F.normalize(x.double(), dim=1)
+    gram = unit @ unit.T
+    expected = (gram.sum() - gram.diagonal().sum()) / (50 * 49)
+    assert mean_pairwise_cosine(x) == pytest.approx(float(expected), abs=1e-12)
+    assert mean_pairwise_cosine(torch.ones(10, 4)) == pytest.approx(1.0)
+
+
+def test_the_cosine_sample_is_bounded_reads_a_streamed_splits_first_block_and_draws_nothing(tmp_path):
+    x = torch.arange(30 * 4, dtype=torch.float32).reshape(30, 4)
+    np.save(tmp_path / "x.npy", x.numpy())
+    streamed = StreamedFeatures(NpyRows(tmp_path / "x.npy"), torch.zeros(30), block_rows=8)
+    state = torch.get_rng_state()
+    sample = training_sample(streamed, rows=5)
+    assert torch.equal(torch.get_rng_state(), state)
+    assert len(sample) == 5 and all(any(torch.equal(row, x[i]) for i in range(8)) for row in sample)
+    assert len(training_sample((x, torch.zeros(30)), rows=40)) == 30
+
+
+def test_the_collapse_warning_starts_at_its_threshold_and_names_the_fixes_of_the_method():
+    sea = compose_train(["method=sea"]).method
+    control = {"val/top1": 0.90, "test/top1": 0.90}
+    assert collapse_warning(sea, "top1", {"val/top1": 0.90 - (COLLAPSE_POINTS - 0.1) / 100}, control) is None
+    warning = collapse_warning(sea, "top1", {"val/top1": 0.90 - (COLLAPSE_POINTS + 0.1) / 100}, control)
+    assert f"{COLLAPSE_POINTS + 0.1:.1f} pt below" in warning and "hparams_search=sea_eta (" in warning
+    random = collapse_warning(compose_train(["method=sea_random"]).method, "top1", {"val/top1": 0.5}, control)
+    assert "hparams_search=sea_eta method=sea_random" in random
+    noise = collapse_warning(compose_train(["method=noise"]).method, "top1", {"val/top1": 0.5}, control)
+    assert "hparams_search" not in noise and "method.grid='{augmenter.sigma:[...]}'" in noise
+    assert collapse_warning(sea, "top1", {"val/top1": 0.5}, None) is None
+    assert collapse_warning(sea, "top1", {"test/top1": 0.5}, control) is None  # fit_on=trainval: no val score

@@ -395,3 +395,62 @@ def test_runs_that_share_no_seed_are_not_paired(tmp_path):
     report = build_report(collect(tmp_path))
     assert report.headline("bb") == "SeA and linear share no seed on bb: no difference."
     assert "| Δ sea − linear |  |  | 0/0/0 |" in to_markdown(report)
+
+
+# (dataset, method) -> per seed (test %, its control's test %): each method against its own runs'
+# controls. Dataset "c" is a grid run per seed (eta 0.3 chosen on val) whose heads' controls differ.
+CONTROLLED = {("a", "sea"): [(80.0, 78.0), (81.0, 80.0), (83.0, 80.0)],
+              ("b", "sea"): [(70.0, 70.0), (71.0, 70.0), (72.0, 71.5)],
+              ("a", "noise"): [(79.0, 79.0), (80.0, 79.5), (81.0, 80.0)],
+              ("a", "linear"): [(60.0, None), (61.0, None), (62.0, None)]}
+GRID_HEADS = {0.3: [(75.0, 74.0), (76.0, 74.0), (77.0, 76.5)], 0.8: [(90.0, 50.0)] * 3}  # eta 0.8: worse on val
+
+
+def controlled_record(dataset, method, seed, test, control, **extra):
+    def metrics(value):
+        return {"test/top1": value / 100, "val/top1": (value - 1) / 100}
+    return {"dataset": dataset, "backbone": "bb", "method": method, "seed": seed, "metrics": metrics(test),
+            **({"control": metrics(control)} if control is not None else {}), "primary_metric": "test/top1",
+            "fit_seconds": 1.0, "overrides": [f"method={method}", f"seed={seed}"], **extra}
+
+
+def test_the_control_baseline_pairs_each_run_with_its_own_control_head(tmp_path, capsys):
+    for (dataset, method), values in CONTROLLED.items():
+        for seed, (test, control) in enumerate(values):
+            (tmp_path / f"{dataset}-{method}-{seed}").mkdir()
+            (tmp_path / f"{dataset}-{method}-{seed}" / "metrics.json").write_text(
+                json.dumps(controlled_record(dataset, method, seed, test, control)))
+    for seed in range(3):
+        heads = [{"values": {"augmenter.eta": eta}, "metrics": {"test/top1": h[seed][0] / 100,
+                                                                 "val/top1": (h[seed][0] - (1 if eta == 0.3 else 40)) / 100},
+                  "control": {"test/top1": h[seed][1] / 100, "val/top1": h[seed][1] / 100}}
+                 for eta, h in GRID_HEADS.items()]
+        (tmp_path / f"c-sea-{seed}").mkdir()
+        (tmp_path / f"c-sea-{seed}" / "metrics.json").write_text(json.dumps(controlled_record(
+            "c", "sea", seed, *GRID_HEADS[0.3][seed], grid=heads)))
+    report = build_report(collect(tmp_path), baseline="control")
+    expected = {**CONTROLLED, ("c", "sea"): GRID_HEADS[0.3]}
+    for (dataset, method), values in expected.items():
+        if method == "linear":
+            continue
+        ours, theirs = np.array(values).T
+        got = row(report.differences, backbone="bb", dataset=dataset, method=method)
+        assert (got["delta"], got["delta_std"], got["pairs"], got["p"]) == (
+            pytest.approx(np.mean(ours - theirs)), pytest.approx(np.std(ours - theirs, ddof=1)), 3,
+            pytest.approx(stats.ttest_rel(ours, theirs).pvalue)), (dataset, method)
+    assert set(report.differences["method"]) == {"sea", "noise"}  # linear recorded no control
+    sea = [np.mean([values[s][0] - values[s][1] for values in (CONTROLLED[("a", "sea")], CONTROLLED[("b", "sea")],
+                                                               GRID_HEADS[0.3])]) for s in range(3)]
+    assert row(report.differences, backbone="bb", dataset=AVERAGE, method="sea")["delta"] == pytest.approx(np.mean(sea))
+    assert report.headline("bb").startswith(f"SeA is {np.mean(sea):+.1f} pt over its control head (no augmentation) "
+                                            "on average")
+    main([str(tmp_path), "--report", "--baseline", "control", "--out", str(tmp_path / "out")])
+    markdown = (tmp_path / "out" / "report.md").read_text()
+    assert "| Δ sea − control |" in markdown and "| Δ noise − control |" in markdown
+    assert "control: each run's own control head" in markdown
+    assert "- bb: SeA is" in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    assert "'control': each run's own control head" in " ".join(capsys.readouterr().out.split())
+    runs = pd.read_csv(tmp_path / "out" / "runs.csv")
+    assert runs["control_primary"].notna().sum() == len(runs) - 3  # every row but linear's

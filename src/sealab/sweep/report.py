@@ -4,7 +4,9 @@ from a baseline with a paired test over seeds, win/tie/loss counts, a "comparabl
 count where the sweep holds ``finetune``, and one headline sentence per backbone.
 
 ``sealab-summary DIR --report [--baseline linear]`` writes report.md, report.tex, report.csv (the
-numbers, one per row) and the figures (sweep.figures). Each method's variant (e.g. SeA's eta) is
+numbers, one per row) and the figures (sweep.figures). ``--baseline control`` takes each method's
+differences from its own runs' control heads (recorded in each run's metrics.json), paired seed by
+seed, instead of another method's runs. Each method's variant (e.g. SeA's eta) is
 the one ``--select`` chooses on validation (summary.chosen_variants): test data never picks it.
 """
 
@@ -24,6 +26,7 @@ from sealab.fileio import atomic_write_bytes
 from sealab.sweep.summary import chosen_variants, selected_runs
 
 BASELINE = "linear"
+CONTROL = "control"  # the baseline that is each run's own control head, not a method
 FINETUNE = "finetune"
 AVERAGE = "Average"
 LEVEL = 0.05  # of the paired test
@@ -119,7 +122,8 @@ class Report:
         n_datasets = len(self.datasets(backbone))
         over = "" if wins + ties + losses == n_datasets else f" over {wins + ties + losses} of {n_datasets} datasets"
         gap = f"{average['delta']:+.1f} pt over" if average["delta"] >= 0 else f"{-average['delta']:.1f} pt below"
-        sentence = (f"{PAPER_NAMES.get(method, method)} is {gap} {self.baseline} on average{over} "
+        baseline = "its control head (no augmentation)" if self.baseline == CONTROL else self.baseline
+        sentence = (f"{PAPER_NAMES.get(method, method)} is {gap} {baseline} on average{over} "
                     f"(wins {wins}, ties {ties}, losses {losses} of {wins + ties + losses})")
         k, n = self.comparable_count(backbone, method)
         return sentence + (f"; comparable to fine-tuning on {k} of {n}." if n else ".")
@@ -160,11 +164,23 @@ def _seed_averages(per_seed: pd.DataFrame, datasets: list[str]) -> pd.Series:
     return per_seed[datasets].dropna().mean(axis=1)
 
 
+def _baselines(block: pd.DataFrame, per_seed: pd.DataFrame, baseline: str) -> dict[str, pd.DataFrame]:
+    """Per method, its baseline's scores (seed x dataset): the baseline method's runs, or with
+    ``CONTROL`` the method's own runs' control heads."""
+    if baseline != CONTROL:
+        methods = per_seed.index.get_level_values("method").unique()
+        return {m: per_seed.loc[baseline] for m in methods if baseline in methods and m != baseline}
+    controls = block.dropna(subset=["control_score"]).pivot_table(
+        index=["method", "seed"], columns="dataset", values="control_score", aggfunc="mean")
+    return {m: controls.loc[m] for m in controls.index.get_level_values("method").unique()}
+
+
 def build_report(runs: pd.DataFrame, baseline: str = BASELINE, level: float = LEVEL) -> Report:
     """The report's numbers from ``summary.collect``'s runs, each method's variant chosen on
     validation."""
     chosen = chosen_variants(runs)
-    selected = selected_runs(runs).assign(score=lambda f: 100 * f["primary"].astype(float))
+    selected = selected_runs(runs).assign(score=lambda f: 100 * f["primary"].astype(float),
+                                          control_score=lambda f: 100 * f["control_primary"].astype(float))
     methods = method_order(list(selected["method"].unique()), baseline)
     scores, differences, comparable = [], [], []
     for backbone, block in selected.groupby("backbone"):
@@ -173,6 +189,7 @@ def build_report(runs: pd.DataFrame, baseline: str = BASELINE, level: float = LE
         per_seed = block.pivot_table(index=["method", "seed"], columns="dataset", values="score", aggfunc="mean")
         ran = {m: [d for d in per_seed.columns if per_seed.loc[m][d].notna().any()]
                for m in per_seed.index.get_level_values("method").unique()}
+        baselines = _baselines(block, per_seed, baseline)
         for method, datasets in ran.items():
             seeds = per_seed.loc[method]
             for dataset in datasets:
@@ -188,10 +205,10 @@ def build_report(runs: pd.DataFrame, baseline: str = BASELINE, level: float = LE
                     slack = max(TOLERANCE, 0.0 if math.isnan(theirs["std"]) else theirs["std"])
                     comparable.append({"backbone": backbone, "dataset": d, "method": method,
                                        "comparable": bool(ours["mean"] >= theirs["mean"] - slack)})
-            if baseline not in ran or method == baseline:
+            if method not in baselines:
                 continue
-            base = per_seed.loc[baseline]
-            common = [d for d in datasets if d in ran[baseline]]
+            base = baselines[method]
+            common = [d for d in datasets if d in base.columns and base[d].notna().any()]
             cells = [{"dataset": d, **_paired(seeds[d], base[d], level)} for d in common]
             cells = [c for c in cells if c["pairs"]]  # no seed in common: nothing to pair
             average = _paired(_seed_averages(seeds, common), _seed_averages(base, common), level)
@@ -270,6 +287,10 @@ def notes(report: Report, backbone: str) -> list[str]:
         f"{AVERAGE}: mean of the datasets' Δ; its test pairs each seed's mean over the datasets. "
         "W/T/L: datasets where Δ is significantly positive / not significant / significantly negative.",
     ]
+    if report.baseline == CONTROL:
+        lines.append(f"{CONTROL}: each run's own control head, the same head trained in the same pass without "
+                     "augmentation (same initialisation, same batches; method.control), so Δ is what the "
+                     "augmentation alone changed, paired run by run.")
     if any(report.comparable_count(backbone, m)[1] for m in report.block_methods(backbone)):
         lines.append(f"≈ {FINETUNE} (comparable to fine-tuning): mean at least fine-tuning's mean minus the "
                      f"larger of {TOLERANCE:g} pt and fine-tuning's std over seeds.")

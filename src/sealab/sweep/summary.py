@@ -34,14 +34,19 @@ NO_JOB = "No job finished.\n"  # the table of a sweep where every job failed
 
 
 def _row(record: dict, path: Path, overrides: list[str], metrics: dict[str, float],
-         settings: dict[str, Any]) -> dict:
+         settings: dict[str, Any], control: dict[str, float] | None) -> dict:
+    """A run's (or grid head's) row; ``control``: the metrics of its control head (the same head
+    trained beside it without augmentation), whose primary scores become ``control_primary`` and
+    ``control_val_primary`` (NaN without one)."""
     row = {k: record[k] for k in KEYS}
     row["overrides"] = overrides
     row["settings"] = settings
     row.update(metrics)
     val_metric = record["primary_metric"].replace("test/", "val/", 1)
+    control, nan = control or {}, float("nan")
     row.update(primary_metric=record["primary_metric"], primary=metrics.get(record["primary_metric"]),
-               val_primary=metrics.get(val_metric, float("nan")), fit_seconds=record["fit_seconds"],
+               val_primary=metrics.get(val_metric, nan), control_primary=control.get(record["primary_metric"], nan),
+               control_val_primary=control.get(val_metric, nan), fit_seconds=record["fit_seconds"],
                run_dir=str(path.parent))
     return row
 
@@ -83,11 +88,11 @@ def collect(*roots: str | Path) -> pd.DataFrame:
         record = json.loads(path.read_text())
         overrides, settings = record.get("overrides", []), _settings(record)
         if not record.get("grid"):
-            rows.append(_row(record, path, overrides, record["metrics"], settings))
+            rows.append(_row(record, path, overrides, record["metrics"], settings, record.get("control")))
         for head in record.get("grid", []):
             values = {f"method.{key}": value for key, value in head["values"].items()}
             rows.append(_row(record, path, overrides + [f"{key}={show(value)}" for key, value in values.items()],
-                             head["metrics"], {**settings, **values}))
+                             head["metrics"], {**settings, **values}, head.get("control")))
     if not rows:
         raise FileNotFoundError(f"no metrics.json below {', '.join(map(str, roots))}: "
                                 "is this a sealab run or sweep folder?")
@@ -250,7 +255,9 @@ def main(argv: list[str] | None = None) -> None:
                         help="also the paper's table: report.md, report.tex, report.csv and figures (PNG, PDF), "
                              "one block per backbone, each method's variant chosen on validation")
     parser.add_argument("--baseline", default="linear", metavar="METHOD",
-                        help="the method the report's differences are taken from (default: linear)")
+                        help="the method the report's differences are taken from (default: linear); 'control': "
+                             "each run's own control head, the same head trained beside it without augmentation "
+                             "(recorded by every augmenter's run, method.control=true)")
     args = parser.parse_args(argv)
     if len(args.roots) > 1 and args.out is None:
         parser.error("several DIRs are merged into one table: name its folder with --out DIR")
