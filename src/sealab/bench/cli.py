@@ -168,10 +168,11 @@ def print_results(results: dict, console: Console) -> None:
     verdicts = Table(title="targets (reported, not enforced)")
     for column in ("target", "ratio", "limit", "result"):
         verdicts.add_column(column, justify="left" if column == "target" else "right")
-    lightning = results["startup"]["floors"]["import_lightning"]["median"]
+    lightning = results["startup"]["floors"]["import_lightning_frozen_exit"]["median"]
     for name, t in results["targets"].items():
         if t["denominator"] is None:  # seconds; the start-up's floor beside it
-            verdicts.add_row(f"{name}: seconds (floor: import lightning {lightning:.2f} s)", f"{t['seconds']:.3f}",
+            verdicts.add_row(f"{name}: seconds (floor: a process importing lightning {lightning:.2f} s)",
+                             f"{t['seconds']:.3f}",
                              f"<= {t['limit']:.2f}", "PASS" if t["pass"] else "FAIL")
             continue
         verdicts.add_row(f"{name}: {t['numerator']} / {t['denominator']}", f"{t['ratio']:.3f}",
