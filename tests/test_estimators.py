@@ -96,8 +96,8 @@ MIRRORS = {
     "logreg": LogisticRegressionClassifier, "knn": KNNClassifier, "ncm": NCMClassifier, "gda": GDAClassifier,
 }
 # Set by the estimator (the probe's name and sub-nodes), or no setting of a single fit (an
-# estimator trains no control head).
-BUILT = {"_target_", "_partial_", "_recursive_", "name", "scheduler", "grid", "control"}
+# estimator trains no control head, and runs its steps as the probe's default compile does).
+BUILT = {"_target_", "_partial_", "_recursive_", "name", "scheduler", "grid", "control", "compile"}
 # Run-level settings (with sealab-train's name) and the estimators' own parameters.
 RUN_LEVEL = {"norm": "norm", "device": "device", "random_state": "seed"}
 OWN = {"validation_fraction", "temperature", "nesterov"}

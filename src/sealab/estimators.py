@@ -65,8 +65,9 @@ SEED_ENV = ("PL_GLOBAL_SEED", "PL_SEED_WORKERS")
 
 
 # Method settings no estimator takes: its name is the estimator's; an estimator fits the one
-# classifier it predicts with, so it trains no control head (the probe's default: off).
-NOT_PARAMETERS = ("name", "control")
+# classifier it predicts with, so it trains no control head (the probe's default: off); its
+# steps run as the probe's default ``compile`` runs them.
+NOT_PARAMETERS = ("name", "control", "compile")
 
 
 def settings(rules: Mapping[str, Rule], node: str = "") -> list[str]:

@@ -35,6 +35,7 @@ from sealab.methods.base import (
     Method,
     settings_of,
 )
+from sealab.methods.compiled import COMPILE, EagerSteps, resolve, step_runner
 from sealab.rules import BOOL, COUNT, component, mapping, validate
 
 GRID_PARTS = ("head", "optimizer", "augmenter")  # what a grid may vary; the data pass is shared
@@ -128,7 +129,8 @@ class ProbeModule(HeadModule):
 
     def __init__(self, specs: list[HeadSpec], heads: list[LinearHead],
                  scheduler: Callable[..., Any] | None = None,
-                 control_specs: list[HeadSpec] = (), control_heads: list[LinearHead] = ()):
+                 control_specs: list[HeadSpec] = (), control_heads: list[LinearHead] = (),
+                 compile: str = "off"):
         super().__init__([*heads, *control_heads])
         self.automatic_optimization = False
         self.specs, self.scheduler_factory = [*specs, *control_specs], scheduler
@@ -138,6 +140,8 @@ class ProbeModule(HeadModule):
         self.groups = [(list(specs), list(heads), len(self.augmenters) > 0),
                        *([(list(control_specs), list(control_heads), False)] if control_heads else [])]
         self._epoch_losses: torch.Tensor | None = None  # each head's example-weighted mean
+        self.compile = compile  # how each step runs (sealab.methods.compiled), resolved for the device
+        self._steps: EagerSteps | None = None  # built at the first step: it needs the optimizer
 
     def head_scores(self, x: torch.Tensor) -> torch.Tensor:
         """B x K x C: every head's logits from one product."""
@@ -177,13 +181,13 @@ class ProbeModule(HeadModule):
         return losses[0] if len(losses) == 1 else torch.stack(losses)
 
     def training_step(self, batches: BlockShuffledBatches, batch_idx: int) -> None:
-        optimizer = self.optimizers(use_pl_optimizer=False)  # the raw one: no per-step hooks
+        if self._steps is None:  # the raw optimizer: no per-step hooks
+            self._steps = step_runner(self.compile, self.step, self.optimizers(use_pl_optimizer=False),
+                                      batches.batch_size, self.device, all(a.capturable for a in self.augmenters))
         total = torch.zeros(len(self.heads), device=self.device)
         with torch.no_grad():
             for x, y in batches:
-                losses = self.step(x, y)
-                optimizer.step()
-                total.add_(losses, alpha=len(y))
+                total.add_(self._steps(x, y), alpha=len(y))
         self._epoch_losses = total / max(batches.examples, 1)
 
     def on_train_epoch_start(self) -> None:
@@ -278,14 +282,14 @@ class LinearProbe(Method):
     # head, augmenter, scheduler: nodes with a _target_, checked by their classes' own rules.
     RULES = {**Method.RULES, "head": component(), **OPTIMIZER_RULES, "scheduler": component(nullable=True),
              "augmenter": component(nullable=True), "epochs": COUNT, "batch_size": COUNT, "drop_last": BOOL,
-             "grid": mapping(nullable=True), "control": BOOL}
+             "grid": mapping(nullable=True), "control": BOOL, "compile": COMPILE}
 
     def __init__(self, name: str, head: Any, optimizer: Any, augmenter: Any = None, scheduler: Any = None,
                  epochs: int = 100, batch_size: int = 256, drop_last: bool = False, grid: Mapping | None = None,
-                 control: bool = False):
+                 control: bool = False, compile: str = "auto"):
         validate(type(self).__name__, self.RULES, prefix=METHOD, name=name, head=head,
                  optimizer=settings_of(optimizer), augmenter=augmenter, scheduler=scheduler, epochs=epochs,
-                 batch_size=batch_size, drop_last=drop_last, grid=grid, control=control)
+                 batch_size=batch_size, drop_last=drop_last, grid=grid, control=control, compile=compile)
         super().__init__(name)
         if control and augmenter is None:
             raise ValueError(f"method={name} has no augmenter: a control head (the head without augmentation) "
@@ -294,7 +298,7 @@ class LinearProbe(Method):
         self.controls = (expand_grid(name, {"head": head, "optimizer": optimizer, "augmenter": None},
                                      control_grid(grid)) if control else [])
         self.scheduler = _build(scheduler)
-        self.epochs, self.batch_size, self.drop_last = epochs, batch_size, drop_last
+        self.epochs, self.batch_size, self.drop_last, self.compile = epochs, batch_size, drop_last, compile
 
     def fit(self, train: Features | StreamedFeatures, val: Features | None, ctx: FitContext) -> FitResult:
         train = feature_blocks(train)
@@ -313,7 +317,8 @@ class LinearProbe(Method):
             torch.set_rng_state(start)
             heads.append(spec.head(in_features=dim, task=ctx.task))
         heads, control_heads = heads[:len(self.specs)], heads[len(self.specs):]
-        module = ProbeModule(self.specs, heads, self.scheduler, self.controls, control_heads)
+        module = ProbeModule(self.specs, heads, self.scheduler, self.controls, control_heads,
+                             compile=resolve(self.compile, ctx.device))
         data = FeatureDataModule(train, val, batch_size=self.batch_size,
                                  drop_last=self.drop_last, seed=ctx.seed)
         # Without a validation split, switch the validation loop off (and its warning).
