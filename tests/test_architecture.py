@@ -15,7 +15,7 @@ LAYERS = [
     {"heads", "augment"},
     {"methods"},
     {"experiment", "report", "loggers"},
-    {"sweep", "train", "interrupt", "console", "bench", "estimators"},
+    {"sweep", "train", "interrupt", "console", "bench", "estimators", "cache_cli"},
 ]
 
 

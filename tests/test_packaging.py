@@ -56,6 +56,9 @@ def test_wheel_carries_every_config_and_module(wheel):
     modules = {f"sealab/{p.relative_to(SRC).as_posix()}" for p in SRC.rglob("*.py")
                if "__pycache__" not in p.parts}
     assert modules <= names, f"missing from the wheel: {sorted(modules - names)}"
+    # sealab's sweeper, in Hydra's plugin namespace package (no __init__.py of its own there)
+    assert {"hydra_plugins/sealab_sweeper/__init__.py", "hydra_plugins/sealab_sweeper/sealab_sweeper.py"} <= names
+    assert "hydra_plugins/__init__.py" not in names
 
 
 def test_installed_wheel_trains_from_an_empty_directory(wheel, tmp_path):
@@ -69,8 +72,8 @@ def test_installed_wheel_trains_from_an_empty_directory(wheel, tmp_path):
     env = {**os.environ, "PYTHONPATH": str(site), "SEALAB_ROOT": str(root), "HYDRA_FULL_ERROR": "1",
            "WANDB_MODE": "offline", "WANDB_SILENT": "true"}
 
-    where = _run([sys.executable, "-c", "import sealab, sealab.conf, sealab.train; "
-                  "print(sealab.__file__); print(sealab.conf.__file__)"],
+    where = _run([sys.executable, "-c", "import sealab, sealab.conf, sealab.train, hydra_plugins.sealab_sweeper as s; "
+                  "print(sealab.__file__); print(sealab.conf.__file__); print(s.__file__)"],
                  env=env, cwd=cwd).stdout.split()
     assert all(Path(f).resolve().is_relative_to(site.resolve()) for f in where), where
 

@@ -4,17 +4,25 @@ finished jobs are found, failed ones are not; a result of another config is neve
 import json
 import logging
 import os
+import re
 import subprocess
 import sys
 
 import pytest
 from helpers import compose_train, run_train
+from hydra import initialize_config_module
+from hydra.core.global_hydra import GlobalHydra
+from hydra.types import RunMode
 from omegaconf import OmegaConf
 
 from sealab.settings import changes_numbers, flatten
+from sealab.sweep.job_configs import JobConfigs
 from sealab.sweep.numbers import differences, numbers_config, recorded_numbers
 from sealab.sweep.outcome import FAILED, RESUMED
-from sealab.sweep.resume import config_hash, finished_record, keep_other_results, nothing_to_resume
+from sealab.sweep.plan import not_started
+from sealab.sweep.resume import (FinishedJobs, config_hash, finished_record, keep_other_results,
+                                 nothing_to_resume)
+from sealab.train import CONFIG_MODULE
 
 
 def digest(tmp_path, *overrides, out="run"):
@@ -193,3 +201,81 @@ def test_a_records_paths_read_as_placeholders_whole_components_only():
                                         "dataset.same": "<paths.data_dir>"}
     assert differences({"a": 1, "b": [1, 2], "c": "x"}, {"a": 1, "b": [1, 3], "d": True}) == [
         "b: [1, 2] -> [1, 3]", "c: x -> null", "d: null -> true"]
+
+
+@pytest.fixture
+def config_loader():
+    with initialize_config_module(config_module=CONFIG_MODULE, version_base="1.3"):
+        yield GlobalHydra.instance().config_loader()
+
+
+def sweep_master(loader, sweep_dir, *overrides):
+    """A sweep's own config, as Hydra composes it before expanding its jobs."""
+    return loader.load_configuration(config_name="train", overrides=[f"hydra.sweep.dir={sweep_dir}", *overrides],
+                                     run_mode=RunMode.MULTIRUN)
+
+
+JOBS = [["seed=3", "resume=true"],
+        ["method=linear", "method.epochs=2", "+my_key=1", "~save_classifier", "seed=1"],
+        ["method=linear", "method.epochs=5", "++seed=2"],  # the files of method=linear, merged once
+        ["experiment=none", "norm=center_l2", "method.augmenter.eta=0.4", "method.grid={augmenter.alpha:[0.1]}"],
+        ["dataset=cifar10", "paths.data_dir=/elsewhere", "method=linear", "seed=0"]]
+
+
+def test_a_jobs_config_is_hydras_with_its_files_merged_once_per_set_of_group_choices(tmp_path, config_loader,
+                                                                                      monkeypatch):
+    master = sweep_master(config_loader, tmp_path, "seed=0,1")
+    merged = []
+    compose = config_loader.load_configuration
+    monkeypatch.setattr(config_loader, "load_configuration", lambda **kw: merged.append(kw["overrides"]) or compose(**kw))
+    configs = JobConfigs(master, config_loader)
+    ours = [configs(job) for job in JOBS]
+    assert merged == [[f"hydra.sweep.dir={tmp_path}", *groups]
+                      for groups in ([], ["method=linear"], ["experiment=none"], ["dataset=cifar10", "method=linear"])]
+    for job, config in zip(JOBS, ours):
+        hydras = config_loader.load_sweep_config(master, job)
+        assert OmegaConf.to_container(config) == {k: v for k, v in OmegaConf.to_container(hydras).items() if k != "hydra"}
+        assert config_hash(config) == config_hash(hydras)
+
+
+def test_the_sweep_finds_its_finished_jobs_as_they_would_find_themselves(tmp_path):
+    earlier = write_result(tmp_path, "0_digits_random_features_linear", "method.epochs=3", "seed=1")
+    write_result(tmp_path, "1_digits_random_features_linear", "method.epochs=3", "seed=2")
+    (tmp_path / "sweep" / "1_digits_random_features_linear" / FAILED).write_text("{}")
+    with initialize_config_module(config_module=CONFIG_MODULE, version_base="1.3"):
+        loader = GlobalHydra.instance().config_loader()
+        finished = FinishedJobs(sweep_master(loader, tmp_path / "sweep", "method=linear", "resume=true", "seed=1,2"),
+                                loader)
+        job = ["method=linear", "method.epochs=3", "resume=true"]
+        assert finished.finished([*job, "seed=1"]) == earlier / "metrics.json"
+        assert finished.finished([*job, "seed=1", "num_threads=1", "logger=wandb"]) == earlier / "metrics.json"
+        assert finished.finished([*job, "seed=1", "method.epochs=4"]) is None  # another config runs
+        assert finished.finished([*job, "seed=2"]) is None  # its last attempt failed
+        assert finished.finished(["method=linear", "method.epochs=3", "seed=1", "resume=false"]) is None
+        assert finished.finished([*job, "seed=1", "method.no_such_key=1"]) is None  # left to Hydra, which says why
+
+
+def launched(proc) -> list[int]:
+    """The numbers of the jobs Hydra's launcher started."""
+    return [int(n) for n in re.findall(r"#(\d+) : ", proc.stdout + proc.stderr)]
+
+
+@pytest.mark.slow
+def test_a_resumed_sweep_runs_only_its_unfinished_jobs_and_the_summary_counts_them_all(tmp_path):
+    sweep = tmp_path / "sweep"
+    args = ["method=linear", "method.epochs=1", "seed=0,1,2", f"hydra.sweep.dir={sweep}"]
+    assert launched(run_train(tmp_path, *args, multirun=True)) == [0, 1, 2]
+    results = sorted(sweep.glob("*/metrics.json"))
+    before = {path: path.read_bytes() for path in results}
+    (results[1].parent / FAILED).write_text("{}")  # job 1 failed: it runs again, as job 1
+    assert launched(run_train(tmp_path, *args, "resume=true", multirun=True)) == [1]
+    assert not (results[1].parent / FAILED).exists()
+    proc = run_train(tmp_path, *args, "resume=true", multirun=True)
+    assert launched(proc) == []
+    assert "3 of 3 jobs have their result" in proc.stdout + proc.stderr
+    assert {path: path.read_bytes() for path in (results[0], results[2])} == {p: before[p] for p in (results[0], results[2])}
+    assert not_started(sweep) == [] and "without a result" not in (sweep / "summary.md").read_text()
+    assert "| linear | " in (sweep / "summary.md").read_text()
+    # another config of the same jobs: every one runs, beside the results kept
+    assert launched(run_train(tmp_path, *args, "method.epochs=2", "resume=true", multirun=True)) == [0, 1, 2]
+    assert len(list(sweep.glob("*/metrics.json"))) == 6

@@ -4,6 +4,14 @@
 blocks); its holder records pid, host and start time in ``<key>.holder.json``. A job waiting for
 the lock logs the key, the holder and its progress at once and then every ``report_every``
 seconds, and gives up after ``timeout`` seconds with the same facts and the setting to raise.
+
+Lock files stay after an extraction, on purpose: the end of an extraction is exactly when other
+jobs wait for the lock, having opened the file. Deleted then, a waiter locks the deleted file
+while the next job creates a new one and locks that: two writers of one entry. filelock 4.3
+(installed here) notices a deleted file once it has locked it and opens the path again, but
+older releases do not, and on NFS (where shared caches live) the link count it reads may be
+cached. So only ``sealab-cache clean`` / ``remove`` delete lock files, holding them
+(``remove_held_lock_file``), a command run between sweeps.
 """
 
 from __future__ import annotations
@@ -67,3 +75,25 @@ def key_lock(root: Path, key: str, timeout: float, report_every: float = 30.0,
     finally:
         record.unlink(missing_ok=True)
         lock.release()
+
+
+@contextmanager
+def lock_if_free(root: Path, key: str, wait: float = 0.0) -> Iterator[bool]:
+    """``True`` while this process holds the lock of ``key`` (taken within ``wait`` seconds),
+    ``False`` when another process holds it: it is extracting that entry."""
+    lock = FileLock(root / f"{key}.lock")
+    try:
+        lock.acquire(timeout=wait)
+    except Timeout:
+        yield False
+        return
+    try:
+        yield True
+    finally:
+        lock.release()
+
+
+def remove_held_lock_file(root: Path, key: str) -> None:
+    """Delete the lock file of ``key`` while this process holds it (``lock_if_free``), never
+    otherwise: the module docstring says why only sealab-cache does this."""
+    (root / f"{key}.lock").unlink(missing_ok=True)

@@ -2,11 +2,11 @@
 
 Hydra's basic sweeper composes every job of a batch (by default the whole sweep) before it
 launches any, and stops at the first that fails, so one job that cannot be composed (e.g.
-``-m method=linear,sea,logreg method.epochs=5``: logreg has no epochs) stops them all. A sweeper
-of our own that skipped such jobs would have to be a plugin in the ``hydra_plugins`` namespace
-package (Hydra instantiates no other sweeper class), and Hydra has no override that applies to
-some config-group choices only; so sealab explains, after the fact, and proposes one sweep per
-set of jobs that share the keys they lack."""
+``-m method=linear,sea,logreg method.epochs=5``: logreg has no epochs) stops them all. sealab's
+sweeper (hydra_plugins/sealab_sweeper) keeps that behaviour: skipping such jobs would run a
+sweep other than the one asked for, and Hydra has no override that applies to some config-group
+choices only; so sealab explains, after the fact, and proposes one sweep per set of jobs that
+share the keys they lack."""
 
 from __future__ import annotations
 

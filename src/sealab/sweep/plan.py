@@ -4,6 +4,7 @@ multirun.yaml it writes before it composes or launches any job."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -12,8 +13,16 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.errors import HydraException
 from omegaconf import DictConfig, OmegaConf
 
+from sealab.fileio import atomic_write_json
+
 MULTIRUN = "multirun.yaml"
+# The jobs a resumed sweep found finished and did not launch (sealab's sweeper): they leave no
+# new run dir, yet they are done.
+RESUMED_JOBS = "resumed_jobs.json"
 BASIC_SWEEPER = f"{BasicSweeper.__module__}.{BasicSweeper.__name__}"
+# Sweepers that expand a sweep as the basic one does: it, and sealab's (the default), which
+# only leaves out the jobs a resumed sweep finished.
+SEALAB_SWEEPER = "hydra_plugins.sealab_sweeper.sealab_sweeper.SealabSweeper"
 GROUPS = ("dataset", "backbone", "method")
 
 
@@ -27,7 +36,7 @@ def planned_jobs(master: DictConfig, config_loader: Any = None) -> list[list[str
     """Each job's overrides, in job-number order, from the sweep's ``master`` config (its
     multirun.yaml). None when they cannot be known up front: another sweeper (Optuna picks each
     trial as it goes), or a ``glob(...)`` of config options without Hydra's ``config_loader``."""
-    if master.hydra.sweeper.get("_target_") != BASIC_SWEEPER:
+    if master.hydra.sweeper.get("_target_") not in (BASIC_SWEEPER, SEALAB_SWEEPER):
         return None
     try:
         parsed = OverridesParser.create(config_loader=config_loader).parse_overrides(arguments(master))
@@ -57,10 +66,25 @@ def planned_identity(master: DictConfig, job: list[str]) -> dict[str, Any]:
     return {**identity, "overrides": list(job)}
 
 
+def record_resumed(sweep_dir: Path, jobs: list[list[str]]) -> None:
+    """Record the overrides of the jobs ``resume=true`` found finished and left out, for
+    ``started_jobs``; at each sweep's start, as its multirun.yaml (none: an earlier record goes)."""
+    path = Path(sweep_dir) / RESUMED_JOBS
+    if jobs:
+        atomic_write_json(path, {"jobs": jobs})
+    else:
+        path.unlink(missing_ok=True)
+
+
 def started_jobs(sweep_dir: Path) -> set[tuple[str, ...]]:
     """The overrides of every job that has a run dir below ``sweep_dir`` (Hydra writes
-    .hydra/overrides.yaml as a job starts, whichever process runs it)."""
-    return {tuple(OmegaConf.load(p)) for p in Path(sweep_dir).rglob(".hydra/overrides.yaml")}
+    .hydra/overrides.yaml as a job starts, whichever process runs it), and of those the sweep
+    left out because they had finished (``record_resumed``)."""
+    started = {tuple(OmegaConf.load(p)) for p in Path(sweep_dir).rglob(".hydra/overrides.yaml")}
+    resumed = Path(sweep_dir) / RESUMED_JOBS
+    if resumed.is_file():
+        started |= {tuple(job) for job in json.loads(resumed.read_text())["jobs"]}
+    return started
 
 
 def not_started(sweep_dir: Path) -> list[tuple[int, dict[str, Any]]]:

@@ -2,8 +2,9 @@
 with another config is never written over.
 
 A result counts when a metrics.json below the sweep directory carries the same config hash and
-no failed.json lies beside it. Imports neither torch nor Lightning, so a skipped job costs
-well under a second."""
+no failed.json lies beside it. sealab's sweeper leaves such jobs out before Hydra composes and
+launches them (``FinishedJobs``: about 0.02 s a job); a job started another way (another
+sweeper, a single run) checks itself (``finished_record``). Imports neither torch nor Lightning."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from sealab.fileio import atomic_write_json
+from sealab.sweep.job_configs import JobConfigs
 from sealab.sweep.numbers import differences, numbers_config, recorded_numbers
 from sealab.sweep.outcome import FAILED, METRICS, RESUMED
 
@@ -25,11 +27,12 @@ log = logging.getLogger(__name__)
 JOB_DIR_RESOLVER = "sealab.job_dir"
 
 
-def config_hash(cfg: DictConfig) -> str:
+def config_hash(cfg: DictConfig, own: bool = False) -> str:
     """A digest of the values that change a run's numbers (sweep.numbers.numbers_config): blind
     to where data, cache and outputs live and to every key declared as changing only where or
-    how the run goes (logging, threads, launching, resuming, a local file's ``wandb:``)."""
-    text = json.dumps(numbers_config(cfg), sort_keys=True, default=str)
+    how the run goes (logging, threads, launching, resuming, a local file's ``wandb:``).
+    ``own``: ``cfg`` is the caller's copy, which the digest may change."""
+    text = json.dumps(numbers_config(cfg, own), sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
@@ -40,6 +43,37 @@ def _result(run_dir: Path) -> dict[str, Any] | None:
     if not path.is_file() or (run_dir / FAILED).exists():
         return None
     return json.loads(path.read_text())
+
+
+def finished_results(sweep_dir: Path) -> dict[str, Path]:
+    """``{config hash: metrics.json}`` of every result below ``sweep_dir``."""
+    found = {}
+    for path in sorted(sweep_dir.rglob(METRICS)):
+        record = _result(path.parent)
+        if record is not None and record.get("config_hash"):
+            found.setdefault(record["config_hash"], path)
+    return found
+
+
+class FinishedJobs:
+    """The sweep's own check (sealab's sweeper, hydra_plugins/sealab_sweeper) before it composes
+    and launches its jobs: ``finished(overrides)`` is the metrics.json of the result a job of the
+    sweep ``master`` would leave, when ``resume=true`` and the sweep holds it, else None. The
+    job's config is composed as Hydra would (``JobConfigs``) and hashed as the job itself hashes
+    it (config_hash), so a job is left out exactly when it would skip itself."""
+
+    def __init__(self, master: DictConfig, config_loader: Any):
+        self.results = finished_results(Path(str(master.hydra.sweep.dir)))
+        self._configs = JobConfigs(master, config_loader) if self.results else None
+
+    def finished(self, overrides: list[str]) -> Path | None:
+        if self._configs is None:
+            return None
+        try:
+            cfg = self._configs(overrides)
+            return self.results.get(config_hash(cfg, own=True)) if cfg.get("resume") else None
+        except Exception:  # launched as usual: Hydra composes it again and reports what is wrong
+            return None
 
 
 def finished_record(digest: str, sweep_dir: Path, run_dir: Path) -> dict[str, Any] | None:
