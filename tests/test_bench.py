@@ -6,20 +6,24 @@ import resource
 import subprocess
 import sys
 import tempfile
+import time
 
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from helpers import CONF_DIR
 from torch import nn
 
 from sealab.augment.sea import SeA
 from sealab.bench import plain_loops
 from sealab.bench.cli import TARGETS, main
 from sealab.bench.contention import PROC_STAT, OtherProcessesShare
+from sealab.bench.gpu import NO_CUDA
 from sealab.bench.measure import VARIANTS, Setup, floor_macs
 from sealab.bench.scaling import SCALING_QUICK, linearity, write_features
 from sealab.bench.startup import FLOORS, import_seconds, spread
+from sealab.bench.study import DATASETS, Costs, StudyDataset, project, shapes, split_epoch
 from sealab.features.ondisk import NpyRows
 from sealab.heads.linear import LinearHead
 from sealab.task import MultiClass
@@ -169,3 +173,48 @@ def test_a_competing_process_is_seen():
     assert child >= 0.5
     assert others.seconds >= 0.9 * child  # /proc/stat counts in clock ticks: a few may fall outside
     assert 0 < others.share <= 1
+
+
+def test_study_projection_hand_worked():
+    """a: 600 images, ceil(600/256) = 3 steps an epoch, 2 seeds x 3 epochs: 18 steps at 0.5 s,
+    6 epochs at 0.25 s, 2 fits at 1 s = 12.5 s. b: 256 images, 1 step: 6 steps at 1 s, 6 epochs
+    at 0 s, 2 fits at 2 s = 10 s. Total 22.5 s: over a 20 s goal, within 25 s."""
+    datasets = [StudyDataset("a", 600, 2), StudyDataset("b", 256, 3)]
+    costs = {(4, 2): Costs(step=0.5, epoch=0.25, fit=1.0), (4, 3): Costs(step=1.0, epoch=0.0, fit=2.0)}
+    p = project(costs, datasets, dims=[4], seeds=2, epochs=3, batch_size=256, goal_seconds=20)
+    assert [(r["dataset"], r["steps_per_epoch"], r["grid_steps"]) for r in p["rows"]] == [("a", 3, 18), ("b", 1, 6)]
+    assert [r["seconds"] for r in p["rows"]] == pytest.approx([12.5, 10.0])
+    assert (p["grid_steps"], p["fits"], p["epochs"]) == (24, 4, 12)
+    assert p["seconds"] == pytest.approx(22.5) and p["pass"] is False
+    assert project(costs, datasets, dims=[4], seeds=2, epochs=3, batch_size=256, goal_seconds=25)["pass"] is True
+
+
+def test_the_study_is_the_papers_eleven_datasets_at_their_training_sizes():
+    assert sorted(ds.name for ds in DATASETS) == sorted(
+        ["aircraft", "caltech101", "cars", "cifar10", "cifar100", "dtd", "flowers", "food101", "pets", "sun397",
+         "voc2007"])
+    assert all((CONF_DIR / "dataset" / f"{ds.name}.yaml").is_file() for ds in DATASETS)
+    assert sum(ds.train_size for ds in DATASETS) == 227_962  # the issue's "about 227k"
+    assert len(shapes()) == 2 * 9  # two widths x nine distinct class counts
+    p = project({shape: Costs(1.0, 0.0, 0.0) for shape in shapes()})
+    # 3 seeds x 100 epochs x 2 widths x the sum over datasets of ceil(n / 256) = 895 steps an epoch
+    assert p["grid_steps"] == 3 * 100 * 2 * 895 and p["seconds"] == p["grid_steps"]
+
+
+def test_an_epoch_split_into_its_steps_and_its_fixed_cost_hand_worked():
+    """1 step in 12 ms and 32 in 105 ms: 3 ms a step, 9 ms fixed. A long epoch no slower than the
+    short one is a busy machine's: its seconds over its steps, nothing fixed, flagged."""
+    step, epoch, noisy = split_epoch(0.012, 1, 0.105, 32)
+    assert (step, epoch, noisy) == (pytest.approx(0.003), pytest.approx(0.009), False)
+    assert split_epoch(0.012, 1, 0.010, 32) == (pytest.approx(0.010 / 32), 0.0, True)
+    assert split_epoch(0.001, 1, 0.320, 32)[2] is True  # a step dearer than the whole short epoch
+
+
+def test_the_gpu_check_without_cuda_stops_at_once_with_what_to_do(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    start = time.perf_counter()
+    with pytest.raises(SystemExit) as stopped:
+        main(["--device", "cuda", "--out", "unused.json"])
+    assert time.perf_counter() - start < 1  # nothing measured
+    assert stopped.value.code == NO_CUDA  # Python prints it on stderr, no traceback, and exits with status 1
+    assert "torch.cuda.is_available() is False" in NO_CUDA and "make gpu-check" in NO_CUDA

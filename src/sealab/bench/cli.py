@@ -227,8 +227,18 @@ def main(argv: list[str] | None = None) -> dict:
                         help=f"smoke test: n={QUICK.n}, {QUICK.rounds} round of {QUICK.epochs} epoch")
     parser.add_argument("--out", type=Path, default=None,
                         help=f"results JSON (default: {CHECKOUT_OUT} at the top of a source checkout, "
-                             f"else {INSTALLED_OUT} in the current directory)")
+                             f"else {INSTALLED_OUT} in the current directory; gpu.json with --device cuda)")
+    parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu",
+                        help="cpu: this bench (make bench); cuda: the GPU check (make gpu-check): both regimes, "
+                             "extraction and the study's projected head-training time on one GPU")
+    # The GPU check's measurements on the CPU: what the CPU projects, and a try of its code here.
+    parser.add_argument("--gpu-check-on-cpu", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.device == "cuda":
+        from sealab.bench import gpu  # it reads this module's targets: imported once this one is
+
+        device = torch.device("cpu") if args.gpu_check_on_cpu else torch.device("cuda", 0)
+        return gpu.main(device, args.out or gpu.gpu_out(default_out()), args.quick)
     if args.out is None:
         args.out = default_out()
     setup = QUICK if args.quick else Setup()

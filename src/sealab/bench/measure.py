@@ -59,9 +59,19 @@ def floor_macs(setup: Setup) -> dict[str, int]:
 
 
 PLAIN_LOOPS = {"bare_linear_loop": bare_linear, "published_sea_loop": published_sea}
-SEALAB_METHODS = {"sealab_linear": ["method=linear"], "sealab_sea_clean": ["method=sea"],
-                  "sealab_sea_faithful": ["method=sea_faithful"], "sealab_sea_grid": ["method=sea"]}
+# The SeA rows train SeA's heads alone (method.control=false), as the published loop and the floor
+# do; ..._with_control is method=sea as a run trains it, with the control head beside it.
+NO_CONTROL = "method.control=false"
+SEALAB_METHODS = {"sealab_linear": ["method=linear"], "sealab_sea_clean": ["method=sea", NO_CONTROL],
+                  "sealab_sea_faithful": ["method=sea_faithful", NO_CONTROL],
+                  "sealab_sea_grid": ["method=sea", NO_CONTROL], "sealab_sea_clean_with_control": ["method=sea"]}
 VARIANTS = (*PLAIN_LOOPS, *SEALAB_METHODS)
+
+
+def control_share(seconds_per_epoch: dict[str, float]) -> float:
+    """The control head's share of a SeA epoch as a run trains it: (with - without) / with."""
+    with_control = seconds_per_epoch["sealab_sea_clean_with_control"]
+    return (with_control - seconds_per_epoch["sealab_sea_clean"]) / with_control
 
 
 def random_features(setup: Setup) -> tuple[torch.Tensor, torch.Tensor]:
