@@ -11,6 +11,7 @@ import sys
 import pytest
 from helpers import compose_train, run_train
 from hydra import initialize_config_module
+from hydra_plugins.sealab_sweeper.sealab_sweeper import job_numbers, launches
 from hydra.core.global_hydra import GlobalHydra
 from hydra.types import RunMode
 from omegaconf import OmegaConf
@@ -253,6 +254,16 @@ def test_the_sweep_finds_its_finished_jobs_as_they_would_find_themselves(tmp_pat
         assert finished.finished([*job, "seed=2"]) is None  # its last attempt failed
         assert finished.finished(["method=linear", "method.epochs=3", "seed=1", "resume=false"]) is None
         assert finished.finished([*job, "seed=1", "method.no_such_key=1"]) is None  # left to Hydra, which says why
+
+
+def test_jobs_left_to_run_keep_their_numbers_and_a_parallel_launcher_gets_them_at_once():
+    batch = [(n, [f"seed={n}"]) for n in range(10, 16)]
+    todo = [batch[1], batch[2], batch[4]]  # jobs 11, 12 and 14 run; 10, 13 and 15 had finished
+    assert launches(batch, todo, one_by_one=True) == [(11, [["seed=11"], ["seed=12"]]), (14, [["seed=14"]])]
+    # one launch (a SLURM array, joblib's workers): job 13 goes along and skips itself
+    assert launches(batch, todo, one_by_one=False) == [(11, [["seed=11"], ["seed=12"], ["seed=13"], ["seed=14"]])]
+    assert launches(batch, [], one_by_one=False) == []
+    assert job_numbers([0, 1, 2, 3, 5, 7, 8]) == "#0-3, #5, #7-8"
 
 
 def launched(proc) -> list[int]:

@@ -13,6 +13,7 @@ import logging
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
+from hydra._internal.core_plugins.basic_launcher import BasicLauncher
 from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import OmegaConf
@@ -28,6 +29,19 @@ def consecutive(jobs: list[tuple[int, Job]]) -> Iterator[tuple[int, list[Job]]]:
     for _, run in itertools.groupby(enumerate(jobs), key=lambda item: item[1][0] - item[0]):
         numbered = [job for _, job in run]
         yield numbered[0][0], [job for _, job in numbered]
+
+
+def launches(batch: list[tuple[int, Job]], todo: list[tuple[int, Job]],
+             one_by_one: bool) -> list[tuple[int, list[Job]]]:
+    """``(first job number, jobs)`` of each launch of a batch whose jobs ``todo`` are to run. A
+    launcher that runs jobs one by one gets each run of consecutive ones; any other gets one
+    launch from the first job to run to the last, the finished ones between included (they skip
+    themselves in the job): its jobs run side by side, and a SLURM array waits for all of its
+    jobs before the next launch."""
+    if one_by_one or not todo:
+        return list(consecutive(todo))
+    first, last = todo[0][0], todo[-1][0]
+    return [(first, [job for num, job in batch if first <= num <= last])]
 
 
 def job_numbers(numbers: list[int]) -> str:
@@ -63,9 +77,9 @@ class SealabSweeper(BasicSweeper):
             if done:
                 log.info("resume=true: %d of %d jobs have their result in %s already (same settings), not run "
                          "again: %s", len(done), len(batch), sweep_dir, job_numbers([num for num, _ in done]))
-            self.validate_batch_is_legal([job for _, job in todo])
-            results = [result for start, jobs in consecutive(todo)
-                       for result in self.launcher.launch(jobs, initial_job_idx=start)]
+            runs = launches(list(enumerate(batch, first)), todo, isinstance(self.launcher, BasicLauncher))
+            self.validate_batch_is_legal([job for _, jobs in runs for job in jobs])
+            results = [result for start, jobs in runs for result in self.launcher.launch(jobs, initial_job_idx=start)]
             for result in results:  # a failed job fails the sweep, once the whole batch ran
                 _ = result.return_value
             returns.append(results)
