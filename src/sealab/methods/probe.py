@@ -190,6 +190,9 @@ class ProbeModule(HeadModule):
                 total.add_(self._steps(x, y), alpha=len(y))
         self._epoch_losses = total / max(batches.examples, 1)
 
+    def on_train_end(self) -> None:
+        self._steps = None  # a CUDA graph's memory goes with it
+
     def on_train_epoch_start(self) -> None:
         self._epoch_losses = None
         for augmenter in self.augmenters:
