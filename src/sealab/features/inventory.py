@@ -71,7 +71,7 @@ class Entry:
     def describe(self) -> str:
         """``digits/random_features train``: dataset, backbone, split."""
         if not self.identity:
-            return "(no meta.json yet)"
+            return "-"  # no meta.json (yet), or not a readable one
         dataset = self.identity.get("dataset", {}).get("dataset", "?")
         backbone = self.identity.get("backbone", {}).get("backbone", "?")
         return f"{dataset}/{backbone} {self.identity.get('split', '?')}"
@@ -110,10 +110,13 @@ def _status(root: Path, key: str) -> tuple[str, dict, tuple[int, ...] | None, st
 
 
 def inventory(root: Path) -> list[Entry]:
-    """Every key under ``root``, complete entries first, each group by dataset, backbone, split."""
+    """Every key with more than a lock file under ``root``, complete entries first, then by
+    dataset, backbone, split."""
     found = []
     for key in keys(root):
         paths = [p for p in key_paths(root, key) if not p.name.endswith(".lock")]
+        if not paths:
+            continue
         with _unread(paths) as last_used:
             status, identity, shape, dtype, detail = _status(root, key)
         found.append(Entry(key, status, identity, shape, dtype, disk_bytes(paths), last_used, detail))
