@@ -14,7 +14,7 @@ from helpers import fit_context
 from omegaconf import OmegaConf
 
 from sealab.methods import compiled
-from sealab.methods.compiled import CompiledSteps, EagerSteps, resolve
+from sealab.methods.compiled import CapturedSteps, CompiledSteps, EagerSteps, resolve
 from sealab.methods.probe import LinearProbe
 
 N, D, C, BATCH, EPOCHS = 150, 12, 4, 32, 3  # 150 = 4 x 32 + 22: a short last batch, run eagerly
@@ -114,3 +114,19 @@ def test_auto_is_eager_on_the_cpu_and_cuda_graphs_need_cuda():
     assert resolve("inductor", cpu) == "inductor"
     with pytest.raises(ValueError, match="method.compile=cuda_graphs needs a CUDA device.*cpu.*auto"):
         probe("cuda_graphs", None).fit(blobs(), None, fit_context(C))
+
+
+@pytest.mark.parametrize(("optimizer", "augmenter_capturable", "captured", "part"), [
+    (torch.optim.SGD, True, True, None),
+    (torch.optim.SGD, False, False, "augmenter"),
+    (torch.optim.Adam, True, False, "optimizer"),  # Adam refuses capture unless capturable=True
+])
+def test_cuda_graphs_capture_only_what_a_graph_can_hold(caplog, optimizer, augmenter_capturable, captured, part):
+    """The choice is made before any CUDA call, so it is checked here without a GPU."""
+    weight = torch.nn.Parameter(torch.zeros(2, 2))
+    with caplog.at_level(logging.WARNING, logger=compiled.__name__):
+        runner = compiled.step_runner("cuda_graphs", lambda x, y: x, optimizer([weight], lr=0.1), BATCH,
+                                      torch.device("cuda", 0), capturable=augmenter_capturable)
+    assert isinstance(runner, CapturedSteps) is captured and isinstance(runner, EagerSteps)
+    lines = [r.getMessage() for r in caplog.records if r.name == compiled.__name__]
+    assert lines == [] if captured else (len(lines) == 1 and part in lines[0] and "run eagerly" in lines[0]), lines

@@ -141,12 +141,15 @@ class CapturedSteps(EagerSteps):
 def step_runner(mode: str, step: Step, optimizer: torch.optim.Optimizer, batch_size: int,
                 device: torch.device, capturable: bool = True) -> EagerSteps:
     """What runs each training step for ``method.compile=mode`` on ``device``. ``capturable``:
-    the step has no host synchronisation or autograd (every augmenter's ``capturable``);
-    otherwise CUDA graphs give way to eager steps, with one logged line."""
+    the step has no host synchronisation or autograd (every augmenter's ``capturable``).
+    Otherwise, or with an optimizer that refuses capture (Adam without ``capturable=True``; SGD
+    has no such flag), CUDA graphs give way to eager steps, with one logged line."""
     mode = resolve(mode, device)
-    if mode == "cuda_graphs" and not capturable:
-        log.warning("method.compile: this method's augmenter cannot be captured in a CUDA graph "
-                    "(it synchronises with the host); its steps run eagerly")
+    optimizer_capturable = all(group.get("capturable", True) for group in optimizer.param_groups)
+    if mode == "cuda_graphs" and not (capturable and optimizer_capturable):
+        part = "augmenter (it synchronises with the host)" if not capturable else "optimizer (capturable=False)"
+        log.warning("method.compile: this method's %s cannot be captured in a CUDA graph; its steps run eagerly",
+                    part)
         mode = "off"
     if mode == "inductor":
         return CompiledSteps(step, optimizer, batch_size)
