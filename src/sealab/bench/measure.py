@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import statistics
 import time
 from dataclasses import dataclass
 from typing import Callable
@@ -64,7 +65,10 @@ PLAIN_LOOPS = {"bare_linear_loop": bare_linear, "published_sea_loop": published_
 NO_CONTROL = "method.control=false"
 SEALAB_METHODS = {"sealab_linear": ["method=linear"], "sealab_sea_clean": ["method=sea", NO_CONTROL],
                   "sealab_sea_faithful": ["method=sea_faithful", NO_CONTROL],
-                  "sealab_sea_grid": ["method=sea", NO_CONTROL], "sealab_sea_clean_with_control": ["method=sea"]}
+                  "sealab_sea_grid": ["method=sea", NO_CONTROL], "sealab_sea_clean_with_control": ["method=sea"],
+                  # method.compile: SeA's step eager, through torch.compile (sealab_sea_clean: the default, auto)
+                  "sealab_sea_clean_eager": ["method=sea", NO_CONTROL, "method.compile=off"],
+                  "sealab_sea_clean_compiled": ["method=sea", NO_CONTROL, "method.compile=inductor"]}
 VARIANTS = (*PLAIN_LOOPS, *SEALAB_METHODS)
 
 
@@ -72,6 +76,17 @@ def control_share(seconds_per_epoch: dict[str, float]) -> float:
     """The control head's share of a SeA epoch as a run trains it: (with - without) / with."""
     with_control = seconds_per_epoch["sealab_sea_clean_with_control"]
     return (with_control - seconds_per_epoch["sealab_sea_clean"]) / with_control
+
+
+def compile_figures(seconds_per_epoch: dict[str, float], epoch_seconds: dict[str, list[list[float]]]) -> dict:
+    """``method.compile``'s figures: seconds per epoch compiled / eager and the default (auto) /
+    eager, and the compile's cost: the warm-up epoch (which compiles) less a measured epoch,
+    median over rounds."""
+    eager = seconds_per_epoch["sealab_sea_clean_eager"]
+    warmups = [epochs[0] for epochs in epoch_seconds["sealab_sea_clean_compiled"]]
+    return {"compiled_over_eager": seconds_per_epoch["sealab_sea_clean_compiled"] / eager,
+            "default_over_eager": seconds_per_epoch["sealab_sea_clean"] / eager,
+            "compile_seconds": statistics.median(warmups) - seconds_per_epoch["sealab_sea_clean_compiled"]}
 
 
 def random_features(setup: Setup) -> tuple[torch.Tensor, torch.Tensor]:
