@@ -20,7 +20,7 @@ from sealab.bench import plain_loops
 from sealab.bench.cli import TARGETS, main
 from sealab.bench.contention import PROC_STAT, OtherProcessesShare
 from sealab.bench.gpu import NO_CUDA
-from sealab.bench.measure import VARIANTS, Setup, floor_macs
+from sealab.bench.measure import SEALAB_METHODS, VARIANTS, Setup, floor_macs
 from sealab.bench.scaling import SCALING_QUICK, linearity, write_features
 from sealab.bench.startup import FLOORS, import_seconds, spread
 from sealab.bench.study import DATASETS, Costs, StudyDataset, project, shapes, split_epoch
@@ -53,6 +53,9 @@ def test_quick_bench_writes_every_field(tmp_path, monkeypatch):
     assert all(_positive(s) for s in overhead["ms_per_step"].values())
     assert results["setup"]["torch_threads"] == torch.get_num_threads()  # one thread only while measuring overhead
     assert set(results["epoch_seconds"]) == set(VARIANTS)
+    for regime, per_epoch in (("matmul_bound", results["seconds_per_epoch"]), ("overhead_bound", overhead["seconds_per_epoch"])):
+        with_control, alone = per_epoch["sealab_sea_clean_with_control"], per_epoch["sealab_sea_clean"]
+        assert results["control_share_of_sea_epoch"][regime] == pytest.approx((with_control - alone) / with_control)
     for name, rounds in results["epoch_seconds"].items():
         assert len(rounds) == setup["rounds"], name
         for seconds in rounds:
@@ -173,6 +176,13 @@ def test_a_competing_process_is_seen():
     assert child >= 0.5
     assert others.seconds >= 0.9 * child  # /proc/stat counts in clock ticks: a few may fall outside
     assert 0 < others.share <= 1
+
+
+def test_the_sea_rows_train_no_control_head_but_the_one_named_with_control():
+    sea = {name: overrides for name, overrides in SEALAB_METHODS.items() if name.startswith("sealab_sea")}
+    assert {"sealab_sea_clean", "sealab_sea_clean_with_control"} <= set(sea)
+    for name, overrides in sea.items():
+        assert ("method.control=false" in overrides) != name.endswith("_with_control"), name
 
 
 def test_study_projection_hand_worked():
