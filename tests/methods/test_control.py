@@ -211,3 +211,14 @@ def test_the_collapse_warning_starts_at_its_threshold_and_names_the_fixes_of_the
     assert "hparams_search" not in noise and "method.grid='{augmenter.sigma:[...]}'" in noise
     assert collapse_warning(sea, "top1", {"val/top1": 0.5}, None) is None
     assert collapse_warning(sea, "top1", {"test/top1": 0.5}, control) is None  # fit_on=trainval: no val score
+
+
+def test_with_fit_on_trainval_the_control_is_refit_beside_the_head(tmp_path):
+    grid = run_in_process(tmp_path, "method.epochs=3", "fit_on=trainval", "method.grid={augmenter.eta:[0.8,0.3]}",
+                          name="grid")
+    chosen = next(head for head in grid["grid"] if head["values"] == grid["selected"])
+    assert grid["control"].keys() == grid["metrics"].keys()
+    assert grid["control"]["val/top1"] == chosen["control"]["val/top1"]  # measured before val was trained on
+    assert grid["control"]["test/top1"] != chosen["control"]["test/top1"]  # the refit control's
+    single = run_in_process(tmp_path, "method.epochs=3", "fit_on=trainval", name="single")
+    assert set(single["control"]) == set(single["metrics"]) == {"test/top1", "test/mean_per_class"}
