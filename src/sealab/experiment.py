@@ -298,10 +298,11 @@ def run(cfg: DictConfig, config_hash: str | None = None) -> dict[str, Any]:
         fitted = (_fit_on_images(method, dataset, backbone, cfg, ctx) if on_images
                   else _fit_on_features(method, splits, cfg, ctx) if is_rank_zero() else None)
         if logger and fitted is not None:
-            log_results(logger, fitted.metrics, {"primary_metric": f"test/{dataset.primary_metric}",
-                                                 "fit_seconds": fitted.fit_seconds,
-                                                 "extract_seconds": features.extract_seconds,
-                                                 "cache_hit": features.cache_hit})
+            # The control's under the keys its training logged them with (``val/top1[control]``).
+            controls = {f"{key}[control]": value for key, value in (fitted.control or {}).items()}
+            log_results(logger, {**fitted.metrics, **controls},
+                        {"primary_metric": f"test/{dataset.primary_metric}", "fit_seconds": fitted.fit_seconds,
+                         "extract_seconds": features.extract_seconds, "cache_hit": features.cache_hit})
     if not is_rank_zero():  # rank zero alone records
         return broadcast_from_zero(None)
     collapse = collapse_warning(cfg.method, dataset.primary_metric, fitted.metrics, fitted.control)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import lightning as L
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 import torch.nn.functional as F
@@ -155,6 +156,18 @@ def test_a_single_run_shows_the_gain_in_its_table_and_control_false_records_none
     assert "control" in on and "control" not in off and "gain over control" not in capsys.readouterr().out
     assert on["metrics"] == off["metrics"]  # exactly: the control changes none of SeA's numbers
     assert read_metrics(tmp_path / "on" / "metrics.json")["control"] == on["control"]
+
+
+def test_the_logger_gets_the_controls_metrics_under_its_training_keys(tmp_path):
+    cfg = compose_train(["num_threads=1", "trainer.enable_progress_bar=false", "logger=csv", "method.epochs=2"],
+                        output_dir=tmp_path / "run")
+    with open_dict(cfg):
+        cfg.paths.cache_dir = str(tmp_path / "cache")
+    record = run(cfg)
+    (logged,) = (tmp_path / "run").rglob("metrics.csv")
+    last = pd.read_csv(logged).ffill().iloc[-1]
+    assert last["test/top1[control]"] == pytest.approx(record["control"]["test/top1"])
+    assert last["test/top1"] == pytest.approx(record["metrics"]["test/top1"])
 
 
 def collinear_files(root, n=120, d=16, classes=3):
