@@ -149,10 +149,14 @@ def main(argv: list[str] | None = None) -> int:
         return list_entries(folder)
     from sealab.features import inventory
 
-    if args.command == "clean":
-        return _report(inventory.clean(folder, args.keep_partial, args.dry_run), args.dry_run, "clean")
-    chosen = _chosen(folder, args, others)
-    return _report(inventory.remove(folder, chosen, args.wait, args.dry_run), args.dry_run, "remove")
+    try:
+        if args.command == "clean":
+            return _report(inventory.clean(folder, args.keep_partial, args.dry_run), args.dry_run, "clean")
+        chosen = _chosen(folder, args, others)
+        return _report(inventory.remove(folder, chosen, args.wait, args.dry_run), args.dry_run, "remove")
+    except PermissionError as err:
+        raise SystemExit(f"sealab-cache {args.command}: {err}. Taking a key's lock and removing files need write "
+                         f"access to {folder}: run it as a user who may write there.") from None
 
 
 if __name__ == "__main__":

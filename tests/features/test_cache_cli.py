@@ -164,3 +164,21 @@ def test_the_command_is_installed_and_explains_itself():
     assert proc.returncode == 0 and all(c in proc.stdout for c in ("list", "clean", "remove", "--root"))
     proc = subprocess.run([str(script), "remove", "--help"], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0 and all(o in proc.stdout for o in ("--older-than", "--unused", "--wait"))
+
+
+
+def test_a_cache_this_user_may_only_read_is_listed_and_clean_says_what_it_needs(cache, capsys, monkeypatch):
+    key = "0" * 24  # an extraction's shards and lock, as a job of another user leaves them
+    (cache / f"{key}.partial").mkdir()
+    (cache / f"{key}.lock").touch()
+
+    @contextmanager
+    def forbidden(root, key, wait=0.0):
+        raise PermissionError(13, "Permission denied", str(root / f"{key}.lock"))
+        yield
+
+    monkeypatch.setattr("sealab.features.inventory.lock_if_free", forbidden)
+    code, out = cli(capsys, "list", "--root", str(cache))
+    assert code == 0 and f"{key}: partial: its lock cannot be checked" in out
+    with pytest.raises(SystemExit, match=f"Permission denied.*need write access to {cache}"):
+        main(["clean", "--root", str(cache)])

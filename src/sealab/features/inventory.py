@@ -17,7 +17,7 @@ import time
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 from sealab.features.cache import FEATURE_FORMAT_VERSION, CacheEntry, DamagedEntry
 from sealab.features.locks import holder, lock_if_free, remove_held_lock_file
@@ -103,9 +103,12 @@ def _status(root: Path, key: str) -> tuple[str, dict, tuple[int, ...] | None, st
             return DAMAGED, identity, None, None, str(err)
         return COMPLETE, identity, entry.shape, entry.dtype.name, ""
     if (root / f"{key}.lock").is_file():
-        with lock_if_free(root, key) as free:
-            if not free:
-                return EXTRACTING, {}, None, None, f"locked by {holder(root, key)}"
+        try:
+            with lock_if_free(root, key) as free:
+                if not free:
+                    return EXTRACTING, {}, None, None, f"locked by {holder(root, key)}"
+        except OSError as err:  # a cache this user may only read
+            return PARTIAL, {}, None, None, f"its lock cannot be checked ({err}): extracting, or killed"
     return PARTIAL, {}, None, None, "a killed extraction: the same command resumes it; sealab-cache clean removes it"
 
 
@@ -167,7 +170,8 @@ def clean(root: Path, keep_partial: bool = False, dry_run: bool = False) -> Outc
     return outcome
 
 
-def _remove_while_locked(root: Path, key: str, doomed, wait: float, dry_run: bool, outcome: Outcome) -> None:
+def _remove_while_locked(root: Path, key: str, doomed: Callable[[str], list[Path]], wait: float, dry_run: bool,
+                         outcome: Outcome) -> None:
     """Remove ``doomed(key)`` (listed once the lock is held) and the key's lock file, holding its
     lock; or note who holds it."""
     had_lock = (root / f"{key}.lock").exists()
