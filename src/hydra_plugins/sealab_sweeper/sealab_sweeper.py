@@ -4,7 +4,8 @@ composes and launches the others. The basic sweeper composes every job twice (to
 batch, then to launch it; 0.1-0.2 s each on 2 cores) and starts it, only for the job to find
 its result and stop. What counts as finished is sealab.sweep.resume's (``FinishedJobs``); this
 module lives in the ``hydra_plugins`` namespace package because Hydra instantiates sweepers
-from there only. It imports no sealab module until a sweep is resumed."""
+from there only. It imports no sealab module until it sweeps: Hydra imports every plugin module
+whenever it starts (--help, a single run)."""
 
 from __future__ import annotations
 
