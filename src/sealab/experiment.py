@@ -26,7 +26,7 @@ from sealab.features.ondisk import StreamedFeatures, streams_training_split
 from sealab.features.store import CACHE_SETTINGS, SplitFeatures, load_split_features
 from sealab.fileio import atomic_torch_save, atomic_write_json
 from sealab.heads.normalize import FeatureNormalizer
-from sealab.job import choice, sweep_dir, task_overrides
+from sealab.job import choice, sweep_dir, task_overrides, varying_keys
 from sealab.loggers import log_results, run_logger
 from sealab.methods.base import Features, FitContext, FitResult, ImageMethod, Method
 from sealab.report import git_sha, print_metrics, write_metrics
@@ -244,6 +244,14 @@ def _fit_on_images(method: ImageMethod, dataset: ImageDataset, backbone: Backbon
                   fit_seconds)
 
 
+def _sweep_variant(overrides: list[str]) -> list[str]:
+    """The job's overrides of what its sweep varies besides dataset, backbone, method and seed
+    (all of them when the sweep does not say what it varies)."""
+    varying, named = varying_keys(), {"dataset", "backbone", "method", "seed"}
+    keys = [override.split("=", 1)[0].lstrip("+~") for override in overrides]
+    return [o for o, key in zip(overrides, keys) if key not in named and (varying is None or key in varying)]
+
+
 def run(cfg: DictConfig, config_hash: str | None = None) -> dict[str, Any]:
     """Execute one configured experiment and return its metrics record. ``config_hash``
     (sealab.sweep.resume) is recorded for ``resume=true`` to recognise the result."""
@@ -343,6 +351,6 @@ def run(cfg: DictConfig, config_hash: str | None = None) -> dict[str, Any]:
         "config_hash": config_hash,
     }
     path = write_metrics(run_dir, record)
-    print_metrics(record, one_line=sweep_dir() is not None)
+    print_metrics(record, one_line=sweep_dir() is not None, variant=_sweep_variant(record["overrides"]))
     log.info("wrote %s", path)
     return broadcast_from_zero(record)

@@ -36,18 +36,22 @@ def gains_over_control(record: dict[str, Any]) -> dict[str, float]:
             if key in control and key in record["metrics"]}
 
 
-def result_line(record: dict[str, Any]) -> str:
-    """A sweep job's one line: what ran and its primary test metric, with its gain over its control."""
+def result_line(record: dict[str, Any], variant: list[str] = ()) -> str:
+    """A sweep job's one line: what ran (``variant``: the job's own values of what else its sweep
+    varies, e.g. ``method.augmenter.eta=0.8``; a grid's selected values), its primary test metric
+    and its gain over its control."""
     primary = record["primary_metric"]
+    what = [*variant, *(f"{key}={value}" for key, value in record.get("selected", {}).items())]
     gains = ", ".join(f"{key.split('/')[0]} {gain:+.2f} pt" for key, gain in gains_over_control(record).items())
-    return (f"{record['dataset']} / {record['backbone']} / {record['method']} seed {record['seed']}: "
+    return (f"{record['dataset']} / {record['backbone']} / {record['method']}"
+            + (f" ({', '.join(what)})" if what else "") + f" seed {record['seed']}: "
             f"{primary} {100 * record['metrics'][primary]:.2f}%" + (f" (gain over control: {gains})" if gains else ""))
 
 
-def print_metrics(record: dict[str, Any], one_line: bool = False) -> None:
+def print_metrics(record: dict[str, Any], one_line: bool = False, variant: list[str] = ()) -> None:
     """The run's metrics as a table, or (``one_line``: a job of a sweep) as ``result_line``."""
     if one_line:
-        print(result_line(record))  # never wrapped: one job, one line, whatever the terminal's width
+        print(result_line(record, variant))  # never wrapped: one job, one line, whatever the terminal's width
         return
     table = Table(title=f"{record['dataset']} / {record['backbone']} / {record['method']} "
                         f"(seed {record['seed']})")

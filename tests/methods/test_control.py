@@ -19,6 +19,7 @@ from omegaconf import OmegaConf, open_dict
 from sealab.experiment import COLLAPSE_POINTS, collapse_warning, mean_pairwise_cosine, run, training_sample
 from sealab.features.ondisk import NpyRows, StreamedFeatures
 from sealab.methods.probe import LinearProbe, control_grid
+from sealab.report import result_line
 
 C, D = 4, 24
 GRID = {"augmenter.eta": [0.1, 0.5], "optimizer.lr": [0.4, 1.6]}
@@ -139,8 +140,9 @@ def test_a_sweep_records_each_jobs_control_prints_one_line_a_job_and_warns_of_a_
     for record in records.values():
         assert record["control"].keys() == record["metrics"].keys() == {
             "val/top1", "val/mean_per_class", "test/top1", "test/mean_per_class"}
-    lines = [line for line in proc.stdout.splitlines() if line.startswith("digits / random_features / sea seed 0: ")]
+    lines = [line for line in proc.stdout.splitlines() if line.startswith("digits / random_features / sea (")]
     assert len(lines) == 2 and "┏" not in proc.stdout  # one line a job, no table
+    assert lines[1].startswith("digits / random_features / sea (method.augmenter.eta=20) seed 0: test/top1 ")
     collapsed, fine = records[20], records[0.3]
     gain = 100 * (collapsed["metrics"]["val/top1"] - collapsed["control"]["val/top1"])
     assert gain < -COLLAPSE_POINTS and f"gain over control: val {gain:+.2f} pt, test " in "\n".join(lines)
@@ -235,3 +237,14 @@ def test_with_fit_on_trainval_the_control_is_refit_beside_the_head(tmp_path):
     assert grid["control"]["test/top1"] != chosen["control"]["test/top1"]  # the refit control's
     single = run_in_process(tmp_path, "method.epochs=3", "fit_on=trainval", name="single")
     assert set(single["control"]) == set(single["metrics"]) == {"test/top1", "test/mean_per_class"}
+
+
+def test_a_jobs_line_names_its_variant_and_a_grids_selection_and_its_gains_in_points():
+    record = {"dataset": "dtd", "backbone": "rn50", "method": "sea", "seed": 2, "primary_metric": "test/top1",
+              "metrics": {"val/top1": 0.70, "test/top1": 0.715}, "control": {"val/top1": 0.69, "test/top1": 0.72},
+              "selected": {"augmenter.eta": 0.3}}
+    assert result_line(record, ["norm=center_l2"]) == (
+        "dtd / rn50 / sea (norm=center_l2, augmenter.eta=0.3) seed 2: test/top1 71.50% "
+        "(gain over control: val +1.00 pt, test -0.50 pt)")
+    plain = {**record, "method": "linear", "selected": {}, "control": None}
+    assert result_line(plain) == "dtd / rn50 / linear seed 2: test/top1 71.50%"
