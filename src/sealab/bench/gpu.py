@@ -24,7 +24,16 @@ from rich.table import Table
 
 from sealab.bench.cli import TARGETS, _measured
 from sealab.bench.extraction import extraction_seconds_per_1000
-from sealab.bench.measure import OVERHEAD, OVERHEAD_QUICK, QUICK, Setup, eta_grid, measure, random_features
+from sealab.bench.measure import (
+    OVERHEAD,
+    OVERHEAD_QUICK,
+    QUICK,
+    Setup,
+    compile_figures,
+    eta_grid,
+    measure,
+    random_features,
+)
 from sealab.bench.sealab_runs import sealab_epoch_seconds
 from sealab.bench.study import (
     BATCH_SIZE,
@@ -106,7 +115,9 @@ def regime(setup: Setup, rounds: dict[str, list[list[float]]]) -> dict:
     per_epoch = {name: statistics.median(_measured(r)) for name, r in rounds.items()}
     steps = -(-setup.n // setup.batch_size)
     return {"setup": asdict(setup), "seconds_per_epoch": per_epoch,
-            "ms_per_step": {name: 1e3 * s / steps for name, s in per_epoch.items()}, "epoch_seconds": rounds}
+            "ms_per_step": {name: 1e3 * s / steps for name, s in per_epoch.items()}, "epoch_seconds": rounds,
+            # method.compile on the device: the default (auto: CUDA graphs) and inductor against eager
+            "compile": compile_figures(per_epoch, rounds)}
 
 
 def verdicts(timings: dict[str, float]) -> dict:
