@@ -22,7 +22,8 @@ log = logging.getLogger(__name__)
 # off: eager. inductor: torch.compile of the loss and gradient (any device). cuda_graphs: the whole
 # step captured in a CUDA graph (CUDA only). auto: cuda_graphs on CUDA, off elsewhere.
 COMPILE = one_of("off", "inductor", "cuda_graphs", "auto")
-# auto leaves the CPU eager, by measurement (2-core CPU, 1 thread, B=256; README "Devices"):
+# auto leaves the CPU eager, by measurement (2-core CPU, 1 thread, B=256; README "Compiled and
+# captured steps"):
 # compiled, a plain linear step is 2x faster when overhead-bound (d=64, C=10: 0.37 -> 0.17 ms),
 # SeA's is not (clean 0.72 -> 0.69 ms, faithful 0.70 -> 0.82), and when matmul-bound (d=2048,
 # C=100) every step is as fast or slower (linear 2.5 -> 3.5 ms, SeA 6.1 -> 6.9); compiling takes
