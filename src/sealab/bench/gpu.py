@@ -67,7 +67,7 @@ class GridSetup:
     short: int = 1
     long: int = 32
     short_epochs: int = 5
-    long_epochs: int = 2
+    long_epochs: int = 5
 
 
 @dataclass(frozen=True)
