@@ -20,7 +20,7 @@ from sealab.bench import plain_loops
 from sealab.bench.cli import TARGETS, main
 from sealab.bench.contention import PROC_STAT, OtherProcessesShare
 from sealab.bench.gpu import NO_CUDA
-from sealab.bench.measure import SEALAB_METHODS, VARIANTS, Setup, floor_macs
+from sealab.bench.measure import SEALAB_METHODS, VARIANTS, Setup, compile_figures, floor_macs
 from sealab.bench.scaling import SCALING_QUICK, linearity, write_features
 from sealab.bench.startup import FLOORS, import_seconds, spread
 from sealab.bench.study import DATASETS, Costs, StudyDataset, project, shapes, split_epoch
@@ -56,6 +56,10 @@ def test_quick_bench_writes_every_field(tmp_path, monkeypatch):
     for regime, per_epoch in (("matmul_bound", results["seconds_per_epoch"]), ("overhead_bound", overhead["seconds_per_epoch"])):
         with_control, alone = per_epoch["sealab_sea_clean_with_control"], per_epoch["sealab_sea_clean"]
         assert results["control_share_of_sea_epoch"][regime] == pytest.approx((with_control - alone) / with_control)
+        compiled = results["compile"][regime]
+        assert compiled["compiled_over_eager"] == pytest.approx(
+            per_epoch["sealab_sea_clean_compiled"] / per_epoch["sealab_sea_clean_eager"])
+        assert _positive(compiled["default_over_eager"]) and math.isfinite(compiled["compile_seconds"])
     for name, rounds in results["epoch_seconds"].items():
         assert len(rounds) == setup["rounds"], name
         for seconds in rounds:
@@ -129,6 +133,15 @@ import time:        25 |         25 | lightning
     result = import_seconds(log, top=2)
     assert result["by_package"] == pytest.approx({"torch": 2100e-6, "torchvision": 1000e-6})
     assert math.isclose(result["total"], 3175e-6)
+
+
+def test_compile_figures_hand_worked():
+    """Per epoch: compiled 1 s, eager 2 s, the default 2.5 s; the compiled variant's warm-up
+    epochs (which compile) 11, 13 and 12 s: compiling costs their median less a measured epoch."""
+    per_epoch = {"sealab_sea_clean_eager": 2.0, "sealab_sea_clean_compiled": 1.0, "sealab_sea_clean": 2.5}
+    epochs = {"sealab_sea_clean_compiled": [[11.0, 1.0], [13.0, 1.0], [12.0, 1.0]]}
+    assert compile_figures(per_epoch, epochs) == {"compiled_over_eager": 0.5, "default_over_eager": 1.25,
+                                                  "compile_seconds": 11.0}
 
 
 def test_linearity_hand_worked():

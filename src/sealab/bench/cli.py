@@ -22,6 +22,7 @@ from sealab.bench.measure import (
     OVERHEAD_QUICK,
     QUICK,
     Setup,
+    compile_figures,
     control_share,
     floor_macs,
     measure,
@@ -126,6 +127,9 @@ def summarise(setup: Setup, seconds: dict[str, list[list[float]]], commands: dic
         # The control head's share of a SeA epoch as a run trains it (method.control, on by default).
         "control_share_of_sea_epoch": {"matmul_bound": control_share(per_epoch),
                                        "overhead_bound": control_share(overhead_per_epoch)},
+        # method.compile: SeA's step compiled (inductor) and the default (auto) against eager
+        "compile": {"matmul_bound": compile_figures(per_epoch, seconds),
+                    "overhead_bound": compile_figures(overhead_per_epoch, overhead)},
         "floor": {"macs_per_step": macs, "sea_clean_over_linear": macs["sea_clean"] / macs["linear"],
                   "sea_over_published": macs["sea_clean"] / macs["published_sea"],
                   "overhead_grid_over_one_head": overhead_macs["sea_grid"] / overhead_macs["sea_clean"]},
@@ -157,6 +161,10 @@ def print_results(results: dict, console: Console) -> None:
     console.print(f"the control head's share of a SeA epoch (sealab_sea_clean_with_control against sealab_sea_clean, "
                   f"method.control=false): matmul-bound {share['matmul_bound']:.1%}, "
                   f"overhead-bound {share['overhead_bound']:.1%}")
+    console.print("method.compile, SeA clean per epoch: " + "; ".join(
+        f"{regime.replace('_', '-')} compiled / eager {c['compiled_over_eager']:.2f}, default (auto) / eager "
+        f"{c['default_over_eager']:.2f}, compiling {c['compile_seconds']:.1f} s"
+        for regime, c in results["compile"].items()))
     commands = Table(title=f"whole sealab-train commands on the quickstart data, {s['grid_size']} SeA steps")
     for column in ("commands", "seconds"):
         commands.add_column(column, justify="left" if column == "commands" else "right")
