@@ -53,11 +53,6 @@ def test_hydra_answers_without_heavy_imports(argv, env, tmp_path):
     assert _imported(argv, "from sealab.train import main\nmain()", env) == []
 
 
-def test_a_run_imports_wandb_only_for_the_wandb_logger():
-    imported = _imported([], "import sealab.experiment, sealab.backbones.timm_backbone, sealab.methods.finetune")
-    assert "timm" in imported and "wandb" not in imported  # timm itself would import wandb
-
-
 def test_a_run_on_cached_features_imports_no_backbone_logger_or_table_library():
     # timm comes with a backbone that is built, wandb with logger=wandb, pandas with a sweep's
     # summary, scikit-learn with a dataset that splits or ships through it. (matplotlib, scipy and

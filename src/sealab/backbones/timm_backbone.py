@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import os
-import sys
 from pathlib import Path
 from typing import Any
 
+import timm
 import torch
 from torchvision.transforms import v2
 
@@ -17,25 +17,6 @@ from sealab.fileio import file_sha256
 from sealab.rules import BOOL, COUNT, integer, listing, mapping, one_of, text, validate
 
 PREPROCESSING = ("protocol", "timm")
-
-
-def _import_timm_without_wandb():
-    """timm.utils imports wandb when it is installed (0.7 s, plus wandb's own set-up) for a
-    logging helper sealab never calls. Hidden while timm loads, wandb is imported only when a
-    run asks for logger=wandb."""
-    if "wandb" in sys.modules:
-        import timm
-        return timm
-    sys.modules["wandb"] = None  # makes timm's optional `import wandb` fail fast
-    try:
-        import timm
-    finally:
-        del sys.modules["wandb"]
-    return timm
-
-
-timm = _import_timm_without_wandb()
-
 
 FEATURES = ("pooled", "cls", "mean_patch", "last_k_cls")
 TOKEN_FEATURES = FEATURES[1:]  # options that need a vision transformer's tokens
