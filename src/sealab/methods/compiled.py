@@ -22,14 +22,12 @@ log = logging.getLogger(__name__)
 # off: eager. inductor: torch.compile of the loss and gradient (any device). cuda_graphs: the whole
 # step captured in a CUDA graph (CUDA only). auto: cuda_graphs on CUDA, off elsewhere.
 COMPILE = one_of("off", "inductor", "cuda_graphs", "auto")
-# auto leaves the CPU eager, by measurement (2-core CPU, 1 thread, B=256; README "Compiled and
-# captured steps"):
-# compiled, a plain linear step is 2x faster when overhead-bound (d=64, C=10: 0.37 -> 0.17 ms),
-# SeA's is not (clean 0.72 -> 0.69 ms, faithful 0.70 -> 0.82), and when matmul-bound (d=2048,
-# C=100) every step is as fast or slower (linear 2.5 -> 3.5 ms, SeA 6.1 -> 6.9); compiling takes
-# 2 s with a warm inductor cache and 9-25 s cold, more than 100 epochs of 20k rows save. On CUDA
+# auto leaves the CPU eager, by measurement (2-core CPU, B=256; README "Compiled and captured
+# steps"): compiled, SeA's step is 0.2 ms faster when overhead-bound (d=64, C=10, 1 thread, idle:
+# 0.64 -> 0.46 ms), within the noise when matmul-bound (d=2048, C=100), while compiling costs
+# 13-14 s cold, 2-3 s with a warm inductor cache: more than 100 epochs of 20k rows save. On CUDA
 # a graph is captured in milliseconds and replays the step's ~35 kernels with one launch: not
-# measured here (no GPU); make gpu-check measures it (bench: default_over_eager on cuda).
+# measured here (no GPU); make gpu-check measures it (bench/gpu.json: compile, default_over_eager).
 AUTO = {"cuda": "cuda_graphs"}
 WARMUP_STEPS = 3  # eager steps on a side stream before capture, as in torch's CUDA-graph examples
 
