@@ -1,6 +1,7 @@
 """``method.compile``: the probe's step through torch.compile trains to the eager step's weights
 (linear, clean and faithful SeA, a grid, in one fit), only full batches are compiled, a step
-that cannot compile runs eagerly with one logged line, and CUDA graphs are refused off CUDA."""
+that cannot compile runs eagerly with one logged line, CUDA graphs are refused off CUDA and
+chosen only for what a graph can hold (the capture itself: tests/gpu/test_captured_steps.py)."""
 
 from __future__ import annotations
 
