@@ -122,15 +122,16 @@ class MultiClass(Task):
 
     def logit_grad(self, logits, y, lamda, delta, reduction="mean"):
         t = self.targets(y, logits.dtype)
-        grad = torch.softmax(self._scaled(logits, t, lamda, delta), dim=1) - t
-        return grad / len(logits) if reduction == "mean" else grad
+        grad = torch.softmax(self._scaled(logits, t, lamda, delta), dim=-1) - t
+        return grad / logits.shape[-2] if reduction == "mean" else grad
 
     def loss_and_logit_grad(self, logits, y, lamda, delta):
         # One log-softmax gives both: CE = -sum(t * log p) / B, d CE / d logits = (p - t) / B.
-        t = self.targets(y, logits.dtype)
-        log_p = torch.log_softmax(self._scaled(logits, t, lamda, delta), dim=1)
-        loss = (log_p * t).sum() * (-lamda / len(logits))
-        return loss, log_p.exp_().sub_(t).div_(len(logits))
+        # K x B x C logits (K heads, sealab.augment.batched) give K losses.
+        t, batch = self.targets(y, logits.dtype), logits.shape[-2]
+        log_p = torch.log_softmax(self._scaled(logits, t, lamda, delta), dim=-1)
+        loss = (log_p * t).flatten(-2).sum(-1) * (-lamda / batch)
+        return loss, log_p.exp_().sub_(t).div_(batch)
 
     def metrics(self, scores, y):
         return multiclass_metrics(scores, y, self.num_classes)

@@ -60,14 +60,15 @@ def runners(monkeypatch) -> list[EagerSteps]:
 
 @pytest.mark.slow  # one torch.compile of the step: 10-40 s on this 2-core machine, cold cache
 def test_the_compiled_step_trains_to_the_eager_weights(monkeypatch):
-    """One fit covers clean SeA, faithful SeA, a grid of them and the plain linear head (the
-    control heads): every head of the compiled fit lands on the eager fit's weights."""
+    """One fit covers clean SeA, faithful SeA, a grid of them (two etas each: batched steps,
+    sealab.augment.batched) and the plain linear head (the control heads): every head of the
+    compiled fit lands on the eager fit's weights."""
     sea = {"_target_": "sealab.augment.sea.SeA", "eta": 0.3, "alpha": 0.1, "mode": "clean"}
-    grid = {"augmenter.mode": ["clean", "faithful"]}
+    grid = {"augmenter.mode": ["clean", "faithful"], "augmenter.eta": [0.1, 0.3]}
     eager = weights(probe("off", sea, grid, control=True))
     built = runners(monkeypatch)
     compiled_fit = weights(probe("inductor", sea, grid, control=True))
-    assert len(eager) == len(compiled_fit) == 2 + 1  # the grid's heads and their control
+    assert len(eager) == len(compiled_fit) == 4 + 1  # the grid's heads and their control
     [runner] = built
     assert isinstance(runner, CompiledSteps) and runner.compiled is not None  # compiled, no fall-back
     for k, (a, b) in enumerate(zip(compiled_fit, eager)):

@@ -67,9 +67,9 @@ class SharedBatch:
         heads): ``(Q G Q^T)_ii`` and ``(Q G)_ii``."""
         if self.x.shape[1] < len(self.x):
             qx = q @ self.x
-            return (qx * qx).sum(dim=1), (qx * self.x).sum(dim=1)
+            return (qx * qx).sum(dim=-1), (qx * self.x).sum(dim=-1)
         qg = q @ self.gram
-        return (qg * q).sum(dim=1), qg.diagonal()
+        return (qg * q).sum(dim=-1), qg.diagonal(dim1=-2, dim2=-1)
 
 
 @dataclass
@@ -102,8 +102,8 @@ class Augmented:
         a mixing matrix ``A = logit_grad^T M`` (C x B x B) and ``F`` the clean batch: no B x d
         product, and heads whose ``F`` is the clean batch share one product."""
         if self.mixing is not None:
-            return logit_grad.T @ self.mixing, x
-        return logit_grad.T, x if self.features is None else self.features
+            return logit_grad.mT @ self.mixing, x
+        return logit_grad.mT, x if self.features is None else self.features
 
 
 class FeatureAugmenter(nn.Module):

@@ -21,16 +21,20 @@ def gradient_dots(head: LinearHead, logits: torch.Tensor, y: torch.Tensor,
 
     With ``r = d loss / d logits`` (B x C) and ``g_i = W^T r_i``: ``g_i . x_j = r_i . (W x_j)``
     reuses the logits, and ``||g_i||^2 = r_i^T (W W^T) r_i`` needs only the C x C Gram matrix,
-    which saves the two B x d products of the direct route. ``logits`` are ``head(x)``.
+    which saves the two B x d products of the direct route. ``logits`` are ``head(x)``; K heads
+    at once (``sealab.augment.batched``): K x B x C logits and a K x C x d weight give K x B x B
+    and K x B.
     """
     r = head.logit_grad(logits, y, reduction)
-    return r @ logits.T, ((r @ (head.weight @ head.weight.T)) * r).sum(dim=1)
+    return r @ logits.mT, ((r @ head.weight_gram()) * r).sum(dim=-1)
 
 
-def normalized_scores(dots: torch.Tensor, norms_sq: torch.Tensor, floor_sq: float, alpha: float) -> torch.Tensor:
+def normalized_scores(dots: torch.Tensor, norms_sq: torch.Tensor, floor_sq: float,
+                      alpha: float | torch.Tensor) -> torch.Tensor:
     """``dots_ij / (alpha max(||g_i||, sqrt(floor_sq)))``, in place of ``dots``: one rsqrt of the
-    clamped squares, scaled by ``1 / alpha``, then one product (few kernels per step)."""
-    return dots.mul_(norms_sq.clamp_min(floor_sq).rsqrt_().mul_(1 / alpha)[:, None])
+    clamped squares, scaled by ``1 / alpha``, then one product (few kernels per step). K heads:
+    ``dots`` K x B x B, ``norms_sq`` K x B, ``alpha`` a K x 1 column."""
+    return dots.mul_(norms_sq.clamp_min(floor_sq).rsqrt_().mul_(1 / alpha)[..., None])
 
 
 class CleanNumerics:
@@ -59,9 +63,9 @@ class PublishedNumerics:
     def weights(self, dots, norms_sq, alpha, allowed):
         if allowed is not None:
             raise ValueError("the reference code has no restricted span (same-class SeA): use mode=clean")
-        q = torch.softmax(normalized_scores(dots, norms_sq, NORMALIZE_EPS**2, alpha), dim=1)
-        q.diagonal().zero_()  # q - diag(q): exact zeros
-        return q.div_(q.sum(dim=1, keepdim=True))
+        q = torch.softmax(normalized_scores(dots, norms_sq, NORMALIZE_EPS**2, alpha), dim=-1)
+        q.diagonal(dim1=-2, dim2=-1).zero_()  # q - diag(q): exact zeros
+        return q.div_(q.sum(dim=-1, keepdim=True))
 
     def moved(self, allowed, x):
         return None

@@ -45,16 +45,18 @@ class GradientStep(FeatureAugmenter):
 
 
 def span_softmax(scores: torch.Tensor, allowed: torch.Tensor | None) -> torch.Tensor:
-    """Softmax of ``scores`` (B x B) over each row's partners; a row without any gets zeros.
-    ``allowed`` None means every ``j != i`` (the common case, without building a mask)."""
+    """Softmax of ``scores`` (B x B, or K x B x B for K heads) over each row's partners; a row
+    without any gets zeros. ``allowed`` (B x B) None means every ``j != i`` (the common case,
+    without building a mask)."""
     if allowed is None:
-        if len(scores) < 2:
+        if scores.shape[-1] < 2:
             return torch.zeros_like(scores)
-        return torch.softmax(scores.fill_diagonal_(float("-inf")), dim=1)
-    alone = ~allowed.any(dim=1, keepdim=True)
+        scores.diagonal(dim1=-2, dim2=-1).fill_(float("-inf"))
+        return torch.softmax(scores, dim=-1)
+    alone = ~allowed.any(dim=-1, keepdim=True)
     scores = scores.masked_fill(~allowed, float("-inf"))
     # An all -inf row would give 0/0 = NaN: give it finite scores, then zero weights.
-    return torch.softmax(scores.masked_fill(alone, 0.0), dim=1).masked_fill(alone, 0.0)
+    return torch.softmax(scores.masked_fill(alone, 0.0), dim=-1).masked_fill(alone, 0.0)
 
 
 def rows_with_partners(allowed: torch.Tensor | None, batch_size: int, device: torch.device) -> torch.Tensor | None:
@@ -65,7 +67,8 @@ def rows_with_partners(allowed: torch.Tensor | None, batch_size: int, device: to
     return None if batch_size > 1 else torch.zeros(batch_size, dtype=torch.bool, device=device)
 
 
-def span_mixing(q: torch.Tensor, batch: SharedBatch, eta: float, moved: torch.Tensor | None) -> torch.Tensor:
+def span_mixing(q: torch.Tensor, batch: SharedBatch, eta: float | torch.Tensor,
+                moved: torch.Tensor | None) -> torch.Tensor:
     """The B x B matrix ``M`` with ``M X = normalize(X + eta * normalize(Q X))`` row by row
     (rows not ``moved`` stay as they are), from three numbers per row
     (``batch.span_moments``, ``batch.sq_norms``):
@@ -73,6 +76,7 @@ def span_mixing(q: torch.Tensor, batch: SharedBatch, eta: float, moved: torch.Te
         ||(Q X)_i||^2,   x_i . (Q X)_i,   ||x_i||^2
 
     so the augmented batch itself (B x d) is never formed. Lengths are clamped at F.normalize's eps.
+    K heads at once: ``q`` K x B x B and ``eta`` a K x 1 column give K matrices.
     """
     span_sq, cross = batch.span_moments(q)
     # 1 / max(||v||, eps) as one rsqrt of max(||v||^2, eps^2): fewer kernels per step
@@ -80,10 +84,10 @@ def span_mixing(q: torch.Tensor, batch: SharedBatch, eta: float, moved: torch.Te
     # ||x_i + eta d_i||^2 = ||x_i||^2 + c (2 x_i . (Q X)_i + c ||(Q X)_i||^2), d_i = (Q X)_i / ||(Q X)_i||
     step_sq = torch.addcmul(cross, c, span_sq, value=0.5).mul_(2 * c).add_(batch.sq_norms)
     inv_step = step_sq.clamp_min_(NORMALIZE_EPS**2).rsqrt_()
-    mixing = q * (c * inv_step)[:, None]
-    mixing.diagonal().add_(inv_step)
+    mixing = q * (c * inv_step)[..., None]
+    mixing.diagonal(dim1=-2, dim2=-1).add_(inv_step)
     if moved is not None:
-        mixing = torch.where(moved[:, None], mixing, torch.eye(len(q), dtype=q.dtype, device=q.device))
+        mixing = torch.where(moved[:, None], mixing, torch.eye(q.shape[-1], dtype=q.dtype, device=q.device))
     return mixing
 
 

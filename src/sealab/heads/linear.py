@@ -37,6 +37,10 @@ class LinearHead(nn.Module):
     def loss(self, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         return self.task.loss(logits, y, self.lamda, self.delta)
 
+    def weight_gram(self) -> torch.Tensor:
+        """``W W^T`` (C x C)."""
+        return self.weight @ self.weight.T
+
     def loss_and_logit_grad(self, logits: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """The loss and d loss / d logits, computed together (the probe's training step)."""
         return self.task.loss_and_logit_grad(logits, y, self.lamda, self.delta)

@@ -17,6 +17,7 @@ from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
 from sealab.augment.base import FeatureAugmenter, SharedBatch
+from sealab.augment.batched import BatchedSeA, batched_groups
 from sealab.features.batches import (
     BlockShuffledBatches,
     FeatureDataModule,
@@ -114,7 +115,9 @@ class ProbeModule(HeadModule):
     """Trains K heads (K = 1 without a grid) on the same batches. One matrix product gives every
     head's clean logits; each head's augmenter then plans its augmented batch, and a mixing
     matrix is applied in logit space. Each head's loss depends on its weights only, so the
-    summed loss gives every head exactly the gradient of its own single run.
+    summed loss gives every head exactly the gradient of its own single run. SeA heads that
+    differ only in eta and alpha plan and step together, over a leading head dimension
+    (``sealab.augment.batched``): a few dozen kernels per step for the group instead of each.
 
     The hot loop is plain PyTorch: one Lightning step is a whole epoch of optimiser steps
     (manual optimisation, the data module's ``WholeEpochs``), so Lightning's per-batch hooks,
@@ -136,16 +139,21 @@ class ProbeModule(HeadModule):
         self.specs, self.scheduler_factory = [*specs, *control_specs], scheduler
         self.augmented = len(specs)  # heads[:augmented] are the method's, the rest its controls
         self.augmenters = nn.ModuleList([s.augmenter for s in specs if s.augmenter is not None])
-        # (specs, heads, whether any augments): the method's heads, then the controls if any
-        self.groups = [(list(specs), list(heads), len(self.augmenters) > 0),
-                       *([(list(control_specs), list(control_heads), False)] if control_heads else [])]
+        # SeA heads stepped together (sealab.augment.batched); the controls are never among them
+        self.batched = nn.ModuleList(batched_groups([s.augmenter for s in specs], list(heads)))
+        # (specs, heads, whether any augments, batched groups): the method's heads, then the controls if any
+        self.groups = [(list(specs), list(heads), len(self.augmenters) > 0, list(self.batched)),
+                       *([(list(control_specs), list(control_heads), False, [])] if control_heads else [])]
         self._epoch_losses: torch.Tensor | None = None  # each head's example-weighted mean
         self.compile = compile  # how each step runs (sealab.methods.compiled), resolved for the device
         self._steps: EagerSteps | None = None  # built at the first step: it needs the optimizer
 
     def head_scores(self, x: torch.Tensor) -> torch.Tensor:
         """B x K x C: every head's logits from one product."""
-        return _scores(list(self.heads), x)
+        heads = list(self.heads)
+        if len(heads) == 1:
+            return (x @ heads[0].weight.T).unsqueeze(1)
+        return _scores(torch.stack([head.weight for head in heads]), x)
 
     def step(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """Every head's loss on the batch (K, or a scalar for one head), with its weight gradient
@@ -154,21 +162,34 @@ class ProbeModule(HeadModule):
             return self.group_step(*self.groups[0], x, y)
         return torch.cat([self.group_step(*group, x, y).reshape(-1) for group in self.groups])
 
-    def group_step(self, specs: list[HeadSpec], heads: list[LinearHead], augments: bool, x: torch.Tensor,
-                   y: torch.Tensor) -> torch.Tensor:
+    def group_step(self, specs: list[HeadSpec], heads: list[LinearHead], augments: bool,
+                   batched: list[BatchedSeA], x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """``step`` for one group of heads. Heads whose gradient is ``A_k @ x`` (plain, or a mixing
-        matrix: SeA, mixup) share one product."""
-        logits = [x @ heads[0].weight.T] if len(heads) == 1 else _scores(heads, x).unbind(1)
+        matrix: SeA, mixup) share one product; the ``batched`` SeA heads share every kernel."""
+        if len(heads) == 1:
+            weights, scores = None, (x @ heads[0].weight.T).unsqueeze(1)
+        else:
+            weights = torch.stack([head.weight for head in heads])  # K x C x d
+            scores = _scores(weights, x)
         shared = SharedBatch(x, y) if augments else None
-        losses, on_x, on_x_heads = [], [], []
-        for spec, head, clean in zip(specs, heads, logits):
+        losses: list[torch.Tensor | None] = [None] * len(heads)
+        on_x, on_x_heads = [], []
+        for group in batched:
+            group_losses, factors = group.step(shared, scores, weights, heads[group.positions[0]])
+            for k, loss in zip(group.positions, group_losses.unbind()):
+                losses[k] = loss
+            on_x.append(factors.flatten(0, 1))
+            on_x_heads += [heads[k] for k in group.positions]
+        for k, (spec, head, clean) in enumerate(zip(specs, heads, scores.unbind(1))):
+            if losses[k] is not None:
+                continue
             if spec.augmenter is None:
                 loss, logit_grad = head.loss_and_logit_grad(clean, y)
                 factor, features = logit_grad.T, x
             else:
                 plan = spec.augmenter.plan(shared, clean, head)
                 loss, factor, features = spec.augmenter.loss_and_grad(plan, clean, x, head)
-            losses.append(loss)
+            losses[k] = loss
             if features is x:
                 on_x.append(factor)
                 on_x_heads.append(head)
@@ -176,7 +197,7 @@ class ProbeModule(HeadModule):
                 head.weight.grad = factor if features is None else factor @ features
         if on_x:
             grads = (on_x[0] if len(on_x) == 1 else torch.cat(on_x)) @ x
-            for head, grad in zip(on_x_heads, grads.split(len(on_x[0]))):
+            for head, grad in zip(on_x_heads, grads.split(len(heads[0].weight))):
                 head.weight.grad = grad
         return losses[0] if len(losses) == 1 else torch.stack(losses)
 
@@ -233,11 +254,8 @@ class ProbeModule(HeadModule):
         return {"optimizer": optimizer, "lr_scheduler": self.scheduler_factory(optimizer)}
 
 
-def _scores(heads: list[LinearHead], x: torch.Tensor) -> torch.Tensor:
-    """B x K x C: the logits of ``heads`` from one product."""
-    if len(heads) == 1:
-        return (x @ heads[0].weight.T).unsqueeze(1)
-    weights = torch.stack([head.weight for head in heads])  # K x C x d
+def _scores(weights: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """B x K x C: the logits of K heads' stacked ``weights`` (K x C x d) from one product."""
     k, c, d = weights.shape
     return (x @ weights.reshape(k * c, d).T).view(len(x), k, c)
 
