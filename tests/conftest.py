@@ -24,3 +24,18 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+@pytest.fixture
+def step_runners(monkeypatch) -> list:
+    """Every step runner (sealab.methods.compiled) the probe builds in the test, in order."""
+    from sealab.methods import compiled
+
+    built = []
+
+    def recording(*args, **kwargs):
+        built.append(compiled.step_runner(*args, **kwargs))
+        return built[-1]
+
+    monkeypatch.setattr("sealab.methods.probe.step_runner", recording)
+    return built

@@ -66,6 +66,15 @@ def make_batch(b=12, d=16, c=5, seed=0, dtype=torch.float64):
     return x, y, head
 
 
+def gaussian_blobs(n: int, d: int, c: int, device: torch.device | str = "cpu", seed: int = 5):
+    """``n`` unit-length features around ``c`` random class means (labels in turn): classes that
+    overlap a little, for fits whose weights are compared."""
+    gen = torch.Generator().manual_seed(seed)
+    means = torch.randn(c, d, generator=gen)
+    y = torch.arange(n) % c
+    return F.normalize(means[y] + 1.2 * torch.randn(n, d, generator=gen), dim=1).to(device), y.to(device)
+
+
 def fit_context(num_classes: int = 3, multilabel: bool = False, seed: int = 0, callbacks=(),
                 run_dir: Path | None = None) -> FitContext:
     """What a run hands a method, on the CPU, with a quiet trainer (what the method passes wins,

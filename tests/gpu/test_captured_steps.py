@@ -10,8 +10,8 @@ import logging
 import lightning as L
 import pytest
 import torch
-import torch.nn.functional as F
 from gpu_helpers import fit_context
+from helpers import gaussian_blobs
 from omegaconf import OmegaConf
 
 from sealab.methods import compiled
@@ -33,13 +33,6 @@ def cuda(device):
     return device
 
 
-def blobs(device):
-    gen = torch.Generator().manual_seed(5)
-    means = torch.randn(C, D, generator=gen)
-    y = torch.arange(N) % C
-    return F.normalize(means[y] + 1.2 * torch.randn(N, D, generator=gen), dim=1).to(device), y.to(device)
-
-
 def probe(compile: str, augmenter: dict | None, grid=None, control=False, scheduler=None) -> LinearProbe:
     cfg = OmegaConf.create({
         "head": {"_target_": "sealab.heads.linear.LinearHead", "_partial_": True, "lamda": 0.1, "delta": 0.1},
@@ -52,22 +45,9 @@ def probe(compile: str, augmenter: dict | None, grid=None, control=False, schedu
 
 def weights(method: LinearProbe, device) -> list[torch.Tensor]:
     L.seed_everything(0, verbose=False)
-    result = method.fit(blobs(device), None, fit_context(device, C))
+    result = method.fit(gaussian_blobs(N, D, C, device), None, fit_context(device, C))
     heads = [c.scorer for c in result.candidates] or [result.scorer]
     return [head.weight for head in [*heads, *(c.scorer for c in result.controls)]]
-
-
-@pytest.fixture
-def runners(monkeypatch) -> list[EagerSteps]:
-    """Every step runner the probe builds in the test."""
-    built = []
-
-    def recording(*args, **kwargs):
-        built.append(compiled.step_runner(*args, **kwargs))
-        return built[-1]
-
-    monkeypatch.setattr("sealab.methods.probe.step_runner", recording)
-    return built
 
 
 def assert_same(replayed: list[torch.Tensor], eager: list[torch.Tensor]) -> None:
@@ -77,31 +57,31 @@ def assert_same(replayed: list[torch.Tensor], eager: list[torch.Tensor]) -> None
 
 
 @pytest.mark.parametrize("compile", ["cuda_graphs", "auto"])
-def test_captured_steps_train_to_the_eager_weights(cuda, runners, compile):
+def test_captured_steps_train_to_the_eager_weights(cuda, step_runners, compile):
     grid = {"augmenter.mode": ["clean", "faithful"]}
     eager = weights(probe("off", SEA, grid, control=True), cuda)
     replayed = weights(probe(compile, SEA, grid, control=True), cuda)
-    runner = runners[-1]
+    runner = step_runners[-1]
     assert isinstance(runner, CapturedSteps) and runner.warmup_left == 0 and runner.graph is not None
     assert len(eager) == 3 and not torch.equal(eager[0], eager[1])  # clean and faithful differ
     assert_same(replayed, eager)
 
 
-def test_a_new_learning_rate_is_captured_anew(cuda, runners):
+def test_a_new_learning_rate_is_captured_anew(cuda, step_runners):
     eager = weights(probe("off", SEA, scheduler=HALVING), cuda)
     replayed = weights(probe("cuda_graphs", SEA, scheduler=HALVING), cuda)
-    assert runners[-1].captured_with[0]["lr"] == SGD["lr"] * 0.5 ** (EPOCHS - 1)
+    assert step_runners[-1].captured_with[0]["lr"] == SGD["lr"] * 0.5 ** (EPOCHS - 1)
     assert_same(replayed, eager)
 
 
-def test_an_augmenter_a_graph_cannot_capture_runs_eagerly_with_one_logged_line(cuda, runners, caplog):
+def test_an_augmenter_a_graph_cannot_capture_runs_eagerly_with_one_logged_line(cuda, step_runners, caplog):
     mixup = {"_target_": "sealab.augment.mixup.Mixup", "alpha": 1.0}
     eager = weights(probe("off", mixup), cuda)
     with caplog.at_level(logging.WARNING, logger=compiled.__name__):
         fell_back = weights(probe("cuda_graphs", mixup), cuda)
     lines = [r.getMessage() for r in caplog.records if r.name == compiled.__name__]
     assert len(lines) == 1 and "augmenter" in lines[0] and "cannot be captured" in lines[0], lines
-    assert type(runners[-1]) is EagerSteps
+    assert type(step_runners[-1]) is EagerSteps
     assert_same(fell_back, eager)
 
 

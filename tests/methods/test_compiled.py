@@ -10,8 +10,7 @@ import logging
 import lightning as L
 import pytest
 import torch
-import torch.nn.functional as F
-from helpers import fit_context
+from helpers import fit_context, gaussian_blobs
 from omegaconf import OmegaConf
 
 from sealab.methods import compiled
@@ -24,13 +23,6 @@ SGD = {"lr": 0.8, "momentum": 0.9, "weight_decay": 1e-4}
 pytestmark = pytest.mark.usefixtures("one_thread")  # runs compared to rounding: one thread
 
 
-def blobs():
-    gen = torch.Generator().manual_seed(5)
-    means = torch.randn(C, D, generator=gen)
-    y = torch.arange(N) % C
-    return F.normalize(means[y] + 1.2 * torch.randn(N, D, generator=gen), dim=1), y
-
-
 def probe(compile: str, augmenter: dict, grid=None, control=False) -> LinearProbe:
     cfg = OmegaConf.create({
         "head": {"_target_": "sealab.heads.linear.LinearHead", "_partial_": True, "lamda": 0.1, "delta": 0.1},
@@ -41,51 +33,37 @@ def probe(compile: str, augmenter: dict, grid=None, control=False) -> LinearProb
 
 def weights(method: LinearProbe) -> list[torch.Tensor]:
     L.seed_everything(0, verbose=False)
-    result = method.fit(blobs(), None, fit_context(C))
+    result = method.fit(gaussian_blobs(N, D, C), None, fit_context(C))
     heads = [c.scorer for c in result.candidates] or [result.scorer]
     return [head.weight for head in [*heads, *(c.scorer for c in result.controls)]]
 
 
-def runners(monkeypatch) -> list[EagerSteps]:
-    """Every step runner the probe builds from now on."""
-    built = []
-
-    def recording(*args, **kwargs):
-        built.append(compiled.step_runner(*args, **kwargs))
-        return built[-1]
-
-    monkeypatch.setattr("sealab.methods.probe.step_runner", recording)
-    return built
-
-
 @pytest.mark.slow  # one torch.compile of the step: 10-40 s on this 2-core machine, cold cache
-def test_the_compiled_step_trains_to_the_eager_weights(monkeypatch):
+def test_the_compiled_step_trains_to_the_eager_weights(step_runners):
     """One fit covers clean SeA, faithful SeA, a grid of them (two etas each: batched steps,
     sealab.augment.batched) and the plain linear head (the control heads): every head of the
     compiled fit lands on the eager fit's weights."""
     sea = {"_target_": "sealab.augment.sea.SeA", "eta": 0.3, "alpha": 0.1, "mode": "clean"}
     grid = {"augmenter.mode": ["clean", "faithful"], "augmenter.eta": [0.1, 0.3]}
     eager = weights(probe("off", sea, grid, control=True))
-    built = runners(monkeypatch)
     compiled_fit = weights(probe("inductor", sea, grid, control=True))
     assert len(eager) == len(compiled_fit) == 4 + 1  # the grid's heads and their control
-    [runner] = built
+    _, runner = step_runners  # the eager fit's, the compiled fit's
     assert isinstance(runner, CompiledSteps) and runner.compiled is not None  # compiled, no fall-back
     for k, (a, b) in enumerate(zip(compiled_fit, eager)):
         assert not torch.equal(a, eager[0]) or k == 0  # the heads differ: a real comparison
         torch.testing.assert_close(a, b, rtol=1e-4, atol=2e-5, msg=f"head {k}")
 
 
-def test_a_step_that_cannot_compile_runs_eagerly_with_one_logged_line(monkeypatch, caplog):
+def test_a_step_that_cannot_compile_runs_eagerly_with_one_logged_line(step_runners, caplog):
     """ISDA's class loop reads the labels on the host: torch.compile cannot trace it."""
     isda = {"_target_": "sealab.augment.isda.ISDA", "lambda0": 0.5}
     eager = weights(probe("off", isda))
-    built = runners(monkeypatch)
     with caplog.at_level(logging.WARNING, logger=compiled.__name__):
         fell_back = weights(probe("inductor", isda))
     lines = [r.getMessage() for r in caplog.records if r.name == compiled.__name__]
     assert len(lines) == 1 and "does not compile" in lines[0] and "runs eagerly" in lines[0], lines
-    assert built[0].compiled is None
+    assert step_runners[-1].compiled is None
     torch.testing.assert_close(fell_back[0], eager[0], rtol=0, atol=0)
 
 
@@ -115,7 +93,7 @@ def test_auto_is_eager_on_the_cpu_and_cuda_graphs_need_cuda():
     assert resolve("auto", cpu) == "off" and resolve("auto", torch.device("cuda", 0)) == "cuda_graphs"
     assert resolve("inductor", cpu) == "inductor"
     with pytest.raises(ValueError, match="method.compile=cuda_graphs needs a CUDA device.*cpu.*auto"):
-        probe("cuda_graphs", None).fit(blobs(), None, fit_context(C))
+        probe("cuda_graphs", None).fit(gaussian_blobs(N, D, C), None, fit_context(C))
 
 
 @pytest.mark.parametrize(("optimizer", "augmenter_capturable", "captured", "part"), [

@@ -9,7 +9,7 @@ import lightning as L
 import pytest
 import torch
 import torch.nn.functional as F
-from helpers import fit_context
+from helpers import fit_context, gaussian_blobs
 from omegaconf import OmegaConf
 
 from sealab.heads.linear import LinearHead
@@ -22,13 +22,6 @@ SGD = {"lr": 0.8, "momentum": 0.9, "weight_decay": 1e-4}
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # runs compared to rounding: one thread
-
-
-def blobs():
-    gen = torch.Generator().manual_seed(5)
-    means = torch.randn(C, D, generator=gen)
-    y = torch.arange(N) % C
-    return F.normalize(means[y] + 1.2 * torch.randn(N, D, generator=gen), dim=1), y
 
 
 def loss_of(x, y, weight, lamda=LAMDA, delta=DELTA, reduction="mean"):
@@ -102,12 +95,12 @@ def probe(mode="linear", eta=0.3, grid=None, scheduler=None):
 
 def fit(method):
     L.seed_everything(SEED, verbose=False)
-    return method.fit(blobs(), None, fit_context(C, seed=SEED))
+    return method.fit(gaussian_blobs(N, D, C), None, fit_context(C, seed=SEED))
 
 
 @pytest.mark.parametrize("mode", sorted(AUGMENT))
 def test_the_probe_trains_as_the_reference_loop(mode):
-    x, y = blobs()
+    x, y = gaussian_blobs(N, D, C)
     weight = fit(probe(mode)).scorer.weight
     reference = reference_loop(x, y, AUGMENT[mode], eta=0.3)
     assert not torch.equal(reference, reference_loop(x, y, eta=0.3)) or mode == "linear"  # SeA moves it
@@ -115,7 +108,7 @@ def test_the_probe_trains_as_the_reference_loop(mode):
 
 
 def test_the_scheduler_steps_once_an_epoch():
-    x, y = blobs()
+    x, y = gaussian_blobs(N, D, C)
     halving = OmegaConf.create({"_target_": "torch.optim.lr_scheduler.StepLR", "_partial_": True,
                                 "step_size": 1, "gamma": 0.5})
     weight = fit(probe("clean", scheduler=halving)).scorer.weight
@@ -123,7 +116,7 @@ def test_the_scheduler_steps_once_an_epoch():
 
 
 def test_every_head_of_a_grid_trains_as_its_reference_loop():
-    x, y = blobs()
+    x, y = gaussian_blobs(N, D, C)
     grid = {"augmenter.eta": [0.1, 0.5], "optimizer.lr": [0.4, 0.8]}
     result = fit(probe("clean", grid=grid))
     assert len(result.candidates) == 4
